@@ -1,0 +1,112 @@
+"""The one train step and the one eval step that serve every model.
+
+The dataset lives on the device as uint8; a step gathers its batch by index and scales it
+inside jit, so no image crosses from host to device per step. Every batch has the same shape
+(the last partial batch is padded and masked), so each step compiles exactly once.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+DROPOUT_STREAM = 1  # fold_in tag separating dropout keys from init and data-order keys
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # global step: drives dropout keys, so resume repeats them exactly
+    params: Any
+    opt_state: Any
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def epoch_accumulator(n_valid: int) -> dict[str, jax.Array]:
+    """Per-epoch running sums, kept on device so the loop never syncs with the host per step."""
+    return {"pos": jnp.zeros((), jnp.int32), "n": jnp.asarray(n_valid, jnp.int32),
+            "loss_sum": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.int32),
+            "count": jnp.zeros((), jnp.int32), "first_bad_step": jnp.full((), -1, jnp.int32)}
+
+
+def gather_batch(images: jax.Array, labels: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return images[idx].astype(jnp.float32) / 255.0, labels[idx]
+
+
+def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of cross-entropy, number correct) over the unmasked rows."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct.astype(jnp.int32))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
+                    constrain: Callable[[jax.Array], jax.Array] = lambda x: x) -> Callable:
+    """`train_step(state, acc, order, images, labels) -> (state, acc, metrics)`, jitted, state donated.
+
+    `order` is the epoch's padded permutation; the step reads its slice at acc["pos"].
+    `constrain` places the batch (identity on one device; a data-axis sharding on a mesh).
+    """
+    dropout_root = jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM)
+
+    def train_step(state: TrainState, acc: dict, order: jax.Array, images: jax.Array, labels: jax.Array):
+        start = acc["pos"] * batch_size
+        idx = jax.lax.dynamic_slice(order, (start,), (batch_size,))
+        mask = constrain(start + jnp.arange(batch_size) < acc["n"])
+        x, y = gather_batch(images, labels, constrain(idx))
+        rng = jax.random.fold_in(dropout_root, state.step)
+
+        def loss_fn(params):
+            logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+            loss_sum, correct = masked_sums(logits, y, mask)
+            return loss_sum / jnp.maximum(jnp.sum(mask), 1), (loss_sum, correct)
+
+        (loss, (loss_sum, correct)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        count = jnp.sum(mask.astype(jnp.int32))
+        bad = ~jnp.isfinite(loss)
+        acc = {**acc, "pos": acc["pos"] + 1, "loss_sum": acc["loss_sum"] + loss_sum,
+               "correct": acc["correct"] + correct, "count": acc["count"] + count,
+               "first_bad_step": jnp.where((acc["first_bad_step"] < 0) & bad, state.step, acc["first_bad_step"])}
+        state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+        return state, acc, {"loss": loss, "accuracy": correct / jnp.maximum(count, 1)}
+
+    return jax.jit(train_step, donate_argnums=(0, 1))
+
+
+def make_eval_step(model: nn.Module, batch_size: int) -> Callable:
+    """`eval_step(params, images, labels, start) -> (loss_sum, correct)` over rows start..start+batch_size."""
+
+    def eval_step(params, images, labels, start):
+        rows = start + jnp.arange(batch_size)
+        mask = rows < images.shape[0]
+        x, y = gather_batch(images, labels, jnp.minimum(rows, images.shape[0] - 1))
+        return masked_sums(model.apply({"params": params}, x, train=False), y, mask)
+
+    return jax.jit(eval_step)
+
+
+def padded_order(order: Any, batch_size: int) -> jax.Array:
+    """Pad an index order to a whole number of batches (with index 0, masked out by the step)."""
+    order = np.asarray(order, np.int32)
+    return jax.device_put(np.pad(order, (0, (-order.shape[0]) % batch_size)))
+
+
+def evaluate(eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array,
+             batch_size: int) -> dict[str, float]:
+    """Loss and accuracy over a whole device-resident split, one host sync at the end."""
+    n = int(images.shape[0])
+    if n == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
+    sums = jax.device_get([eval_step(params, images, labels, start) for start in range(0, n, batch_size)])
+    loss_sum = sum(float(loss) for loss, _ in sums)
+    correct = sum(int(c) for _, c in sums)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}

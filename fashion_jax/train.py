@@ -1,0 +1,217 @@
+"""`fit(config, data, workdir)`: the one fit loop for every model.
+
+The workdir is the resume point. Data order comes from (seed, epoch) and dropout keys from
+(seed, global step), and every checkpoint holds the full state (params, optimizer, the epoch's
+running sums and position, early stopping, history), so a resumed run replays the same
+computation as an uninterrupted one, bit for bit on CPU.
+"""
+from __future__ import annotations
+
+import dataclasses
+import resource
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from fashion_jax import checkpoint as ckpt
+from fashion_jax import config as config_lib
+from fashion_jax import data as data_lib
+from fashion_jax import early_stopping as es
+from fashion_jax import history as history_lib
+from fashion_jax import steps
+from fashion_jax.config import TrainConfig
+from fashion_jax.models import build_model, init_params
+from fashion_jax.optim import make_optimizer
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the message names the epoch and step."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); the state was saved first."""
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used as asked; the message is one line."""
+
+
+@dataclass
+class FitResult:
+    model: str
+    epochs_run: int
+    best_epoch: int | None
+    val_accuracy: float
+    val_loss: float
+    test_accuracy: float | None
+    test_loss: float | None
+    workdir: str
+    seconds: float
+    compile_seconds: float
+    epoch_seconds: list[float]
+    stopped_early: bool
+    peak_rss_mb: float
+    history: list[dict] = field(default_factory=list)
+    params: Any = field(default=None, repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("params", "history")}
+
+
+def stop_rule(config: TrainConfig) -> es.StopRule:
+    return es.StopRule(monitor=config.monitor, patience=config.patience or None,
+                       min_delta=config.min_delta, restore_best=config.restore_best)
+
+
+def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a previous run unless asked; never delete anything that is not ours."""
+    has_run = (workdir / "config.json").exists() or (workdir / "checkpoints").exists()
+    if has_run and overwrite:
+        for name in ("checkpoints", "best"):
+            shutil.rmtree(workdir / name, ignore_errors=True)
+        for name in ("config.json", "history.jsonl", "result.json", "curves.png"):
+            (workdir / name).unlink(missing_ok=True)
+    elif has_run and not resume:
+        raise WorkdirError(f"{workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
+    elif resume:
+        ckpt.check_workdir_config(workdir, config)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        config_lib.save_json(config, workdir / "config.json")
+    except OSError as err:
+        raise WorkdirError(f"{workdir}: cannot write ({err.strerror or err})") from None
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *, resume: bool = False,
+        overwrite: bool = False, progress: bool = True,
+        should_stop: Callable[[], bool] = lambda: False) -> FitResult:
+    """Train `config.model` on `data.train_*`, validating on `data.val_*` each epoch."""
+    t_start = time.perf_counter()
+    config = config_lib.validate(config)
+    workdir = Path(workdir)
+    prepare_workdir(workdir, config, resume, overwrite)
+    n_train = int(data.train_x.shape[0])
+    if n_train == 0:
+        raise data_lib.DataError("training set is empty")
+    put = jax.device_put
+    train_x, train_y = put(data.train_x), put(data.train_y.astype(np.int32))
+    val_x, val_y = put(data.val_x), put(data.val_y.astype(np.int32))
+
+    model = build_model(config.model)
+    steps_per_epoch = -(-n_train // config.batch_size)
+    tx = make_optimizer(config, config.epochs * steps_per_epoch)
+    state = steps.create_train_state(init_params(model, config.seed), tx)
+    acc = steps.epoch_accumulator(n_train)
+    rule, stop = stop_rule(config), es.StopState()
+    history: list[dict] = []
+    epoch = 0
+    checkpoints = ckpt.RunCheckpoints(workdir)
+    if resume:
+        restored = checkpoints.restore_state({"train": state, "acc": acc})
+        if restored is not None:
+            tree, meta = restored
+            state, epoch, history = tree["train"], int(meta["epoch"]), list(meta["history"])
+            acc = tree["acc"] if meta["mid_epoch"] else acc
+            stop = es.StopState.from_dict(meta["stop"])
+            history_lib.write_history(workdir / "history.jsonl", history)
+
+    t_compile = time.perf_counter()
+    order0 = steps.padded_order(np.arange(n_train), config.batch_size)
+    train_step = steps.make_train_step(model, tx, config.seed, config.batch_size).lower(
+        state, acc, order0, train_x, train_y).compile()
+    eval_step = steps.make_eval_step(model, config.eval_batch_size)
+    compile_seconds = time.perf_counter() - t_compile
+
+    def save(mid_epoch: bool) -> None:
+        meta = {"epoch": epoch, "mid_epoch": mid_epoch, "history": history, "stop": stop.to_dict()}
+        checkpoints.save_state(host_step, {"train": state, "acc": acc}, meta)
+
+    epoch_seconds: list[float] = []
+    host_step = int(state.step)  # mirrors state.step without a device sync per step
+    try:
+        while epoch < config.epochs and not stop.should_stop:
+            t_epoch = time.perf_counter()
+            order = steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size)
+            for _ in tqdm(range(int(acc["pos"]), steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                          disable=not progress, leave=False, mininterval=0.5):
+                state, acc, _ = train_step(state, acc, order, train_x, train_y)
+                host_step += 1
+                if should_stop() or (config.checkpoint_every and host_step % config.checkpoint_every == 0):
+                    check_finite(acc, epoch)
+                    save(mid_epoch=True)
+                    if should_stop():
+                        checkpoints.wait()
+                        raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {host_step}; "
+                                                  f"resume with --resume --workdir {workdir}")
+            check_finite(acc, epoch)
+            sums = jax.device_get({k: acc[k] for k in ("loss_sum", "correct", "count")})
+            val = steps.evaluate(eval_step, state.params, val_x, val_y, config.eval_batch_size)
+            row = {"epoch": epoch + 1, "loss": float(sums["loss_sum"]) / int(sums["count"]),
+                   "accuracy": int(sums["correct"]) / int(sums["count"]),
+                   "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
+            history.append(row)
+            previous_best = stop.best_epoch
+            stop = es.update(rule, stop, epoch, row)
+            if stop.best_epoch != previous_best:
+                checkpoints.save_best(epoch + 1, state.params, {"epoch": epoch + 1, rule.monitor: row[rule.monitor]})
+            epoch += 1
+            acc = steps.epoch_accumulator(n_train)
+            save(mid_epoch=False)
+            history_lib.write_history(workdir / "history.jsonl", history)
+            epoch_seconds.append(time.perf_counter() - t_epoch)
+            if progress:
+                tqdm.write(_format_row(row, epoch_seconds[-1]))
+        checkpoints.wait()
+        params = state.params
+        best = checkpoints.restore_best(state.params) if rule.restore_best else None
+        if best is not None:
+            params = best[0]
+    finally:
+        checkpoints.close()
+    return _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
+                   compile_seconds, epoch_seconds)
+
+
+def check_finite(acc: dict, epoch: int) -> None:
+    bad = int(acc["first_bad_step"])
+    if bad >= 0:
+        raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {bad + 1}; "
+                                 "the last good and best checkpoints are kept; lower --learning-rate")
+
+
+def _format_row(row: dict, seconds: float) -> str:
+    return (f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  {seconds:.1f}s")
+
+
+def _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
+            compile_seconds, epoch_seconds) -> FitResult:
+    put = jax.device_put
+    val = steps.evaluate(eval_step, params, put(data.val_x), put(data.val_y.astype(np.int32)), config.eval_batch_size)
+    test = None
+    if data.test_x is not None and len(data.test_x):
+        test = steps.evaluate(eval_step, params, put(data.test_x), put(data.test_y.astype(np.int32)),
+                              config.eval_batch_size)
+    if history:
+        history_lib.plot_history(history, workdir / "curves.png", title=config.model.name)
+    result = FitResult(
+        model=config.model.name, epochs_run=len(history),
+        best_epoch=stop.best_epoch + 1 if stop.best_epoch >= 0 else None,
+        val_accuracy=val["accuracy"], val_loss=val["loss"],
+        test_accuracy=test["accuracy"] if test else None, test_loss=test["loss"] if test else None,
+        workdir=str(workdir), seconds=time.perf_counter() - t_start, compile_seconds=compile_seconds,
+        epoch_seconds=epoch_seconds, stopped_early=stop.should_stop, peak_rss_mb=peak_rss_mb(),
+        history=history, params=params)
+    import json
+    (workdir / "result.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    return result
