@@ -49,7 +49,13 @@ def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
                     constrain: Callable[[jax.Array], jax.Array] = lambda x: x) -> Callable:
-    """`train_step(state, acc, order, images, labels) -> (state, acc, metrics)`, jitted, state donated.
+    """The jitted train step; state and running sums are donated, so they update in place."""
+    return jax.jit(train_step_fn(model, tx, seed, batch_size, constrain), donate_argnums=(0, 1))
+
+
+def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
+                  constrain: Callable[[jax.Array], jax.Array] = lambda x: x) -> Callable:
+    """Pure `train_step(state, acc, order, images, labels) -> (state, acc, metrics)`; jit or vmap it.
 
     `order` is the epoch's padded permutation; the step reads its slice at acc["pos"].
     `constrain` places the batch (identity on one device; a data-axis sharding on a mesh).
@@ -79,7 +85,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
         state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
         return state, acc, {"loss": loss, "accuracy": correct / jnp.maximum(count, 1)}
 
-    return jax.jit(train_step, donate_argnums=(0, 1))
+    return train_step
 
 
 def make_eval_step(model: nn.Module, batch_size: int) -> Callable:

@@ -1,0 +1,47 @@
+# fashion_jax: `make train` and `make test` work on a fresh Debian/Ubuntu machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DATA   := /usr/share/datasets/fashion-mnist
+STAMP  := $(VENV)/.installed
+WORKDIR ?= runs/cnn
+
+.PHONY: install data train test test-fast bench experiments experiments-quick clean
+
+install: $(STAMP) data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# The real IDX files: a local copy wins; otherwise apt, when we are root and apt exists.
+data:
+	@if [ -n "$$FASHION_JAX_DATA" ] || [ -f $(DATA)/train-images-idx3-ubyte.gz ] || [ -f $(DATA)/train-images-idx3-ubyte ]; then \
+	  echo "data: found"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "data: none found; run 'sudo apt-get install -y dataset-fashion-mnist', set FASHION_JAX_DATA, or use TFDS fashion_mnist"; \
+	fi
+
+# The chapter's final setup: CNN, Adam, dropout 0.4, up to 20 epochs, patience 2, restore best.
+train: install
+	$(VENV)/bin/fashion-jax train --preset chapter --workdir $(WORKDIR) --overwrite
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: install
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) experiments/bench.py
+
+experiments: install
+	$(PY) experiments/run_all.py
+
+experiments-quick: install
+	$(PY) experiments/run_all.py --quick
+
+clean:
+	rm -rf runs experiments/out .pytest_cache
