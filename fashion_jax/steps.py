@@ -100,10 +100,10 @@ def make_eval_step(model: nn.Module, batch_size: int) -> Callable:
     return jax.jit(eval_step)
 
 
-def padded_order(order: Any, batch_size: int) -> jax.Array:
+def padded_order(order: Any, batch_size: int) -> np.ndarray:
     """Pad an index order to a whole number of batches (with index 0, masked out by the step)."""
     order = np.asarray(order, np.int32)
-    return jax.device_put(np.pad(order, (0, (-order.shape[0]) % batch_size)))
+    return np.pad(order, (0, (-order.shape[0]) % batch_size))
 
 
 def evaluate(eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array,

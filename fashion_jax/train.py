@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from fashion_jax import checkpoint as ckpt
 from fashion_jax import config as config_lib
 from fashion_jax import data as data_lib
+from fashion_jax import distributed
 from fashion_jax import early_stopping as es
 from fashion_jax import history as history_lib
 from fashion_jax import steps
@@ -93,25 +94,26 @@ def peak_rss_mb() -> float:
 
 
 def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *, resume: bool = False,
-        overwrite: bool = False, progress: bool = True,
+        overwrite: bool = False, progress: bool = True, devices: int | None = None,
         should_stop: Callable[[], bool] = lambda: False) -> FitResult:
     """Train `config.model` on `data.train_*`, validating on `data.val_*` each epoch."""
     t_start = time.perf_counter()
     config = config_lib.validate(config)
+    place = distributed.placement(devices, config.batch_size)
     workdir = Path(workdir)
     prepare_workdir(workdir, config, resume, overwrite)
     n_train = int(data.train_x.shape[0])
     if n_train == 0:
         raise data_lib.DataError("training set is empty")
-    put = jax.device_put
+    put = place.replicate
     train_x, train_y = put(data.train_x), put(data.train_y.astype(np.int32))
     val_x, val_y = put(data.val_x), put(data.val_y.astype(np.int32))
 
     model = build_model(config.model)
     steps_per_epoch = -(-n_train // config.batch_size)
     tx = make_optimizer(config, config.epochs * steps_per_epoch)
-    state = steps.create_train_state(init_params(model, config.seed), tx)
-    acc = steps.epoch_accumulator(n_train)
+    state = put(steps.create_train_state(init_params(model, config.seed), tx))
+    acc = put(steps.epoch_accumulator(n_train))
     rule, stop = stop_rule(config), es.StopState()
     history: list[dict] = []
     epoch = 0
@@ -121,13 +123,13 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
         if restored is not None:
             tree, meta = restored
             state, epoch, history = tree["train"], int(meta["epoch"]), list(meta["history"])
-            acc = tree["acc"] if meta["mid_epoch"] else acc
+            state, acc = put(state), put(tree["acc"]) if meta["mid_epoch"] else acc
             stop = es.StopState.from_dict(meta["stop"])
             history_lib.write_history(workdir / "history.jsonl", history)
 
     t_compile = time.perf_counter()
-    order0 = steps.padded_order(np.arange(n_train), config.batch_size)
-    train_step = steps.make_train_step(model, tx, config.seed, config.batch_size).lower(
+    order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
+    train_step = steps.make_train_step(model, tx, config.seed, config.batch_size, place.constrain_batch).lower(
         state, acc, order0, train_x, train_y).compile()
     eval_step = steps.make_eval_step(model, config.eval_batch_size)
     compile_seconds = time.perf_counter() - t_compile
@@ -141,7 +143,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     try:
         while epoch < config.epochs and not stop.should_stop:
             t_epoch = time.perf_counter()
-            order = steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size)
+            order = put(steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size))
             for _ in tqdm(range(int(acc["pos"]), steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
                           disable=not progress, leave=False, mininterval=0.5):
                 state, acc, _ = train_step(state, acc, order, train_x, train_y)
@@ -165,7 +167,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             if stop.best_epoch != previous_best:
                 checkpoints.save_best(epoch + 1, state.params, {"epoch": epoch + 1, rule.monitor: row[rule.monitor]})
             epoch += 1
-            acc = steps.epoch_accumulator(n_train)
+            acc = put(steps.epoch_accumulator(n_train))
             save(mid_epoch=False)
             history_lib.write_history(workdir / "history.jsonl", history)
             epoch_seconds.append(time.perf_counter() - t_epoch)
@@ -179,7 +181,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     finally:
         checkpoints.close()
     return _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
-                   compile_seconds, epoch_seconds)
+                   compile_seconds, epoch_seconds, put)
 
 
 def check_finite(acc: dict, epoch: int) -> None:
@@ -195,8 +197,7 @@ def _format_row(row: dict, seconds: float) -> str:
 
 
 def _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
-            compile_seconds, epoch_seconds) -> FitResult:
-    put = jax.device_put
+            compile_seconds, epoch_seconds, put) -> FitResult:
     val = steps.evaluate(eval_step, params, put(data.val_x), put(data.val_y.astype(np.int32)), config.eval_batch_size)
     test = None
     if data.test_x is not None and len(data.test_x):
