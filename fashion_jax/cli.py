@@ -69,6 +69,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in --workdir")
     p.add_argument("--subset", type=int, help="train on the first N training images")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--devices", type=int, help="data-parallel over the first N devices (default: all)")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-host (or $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, help="number of processes (or $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="this process's index (or $JAX_PROCESS_ID)")
     add_common(p)
 
     p = sub.add_parser("evaluate", help="restore a workdir's model and evaluate it")
@@ -126,14 +130,17 @@ def cmd_data(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     from fashion_jax.train import TrainingInterrupted, fit
 
-    config = train_config(args)
+    from fashion_jax import distributed
     from fashion_jax.config import validate
-    validate(config)
+
+    config = validate(train_config(args))
+    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     data = load_data(args, args.subset)
     with GracefulStop() as stop:
         try:
             result = fit(config, data, Path(args.workdir), resume=args.resume, overwrite=args.overwrite,
-                         progress=not args.quiet, should_stop=stop.requested)
+                         progress=not args.quiet and distributed.is_leader(), devices=args.devices,
+                         should_stop=stop.requested)
         except TrainingInterrupted as err:
             err.signum = stop.signum
             raise

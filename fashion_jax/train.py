@@ -84,7 +84,8 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
         ckpt.check_workdir_config(workdir, config)
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        config_lib.save_json(config, workdir / "config.json")
+        if distributed.is_leader():
+            config_lib.save_json(config, workdir / "config.json")
     except OSError as err:
         raise WorkdirError(f"{workdir}: cannot write ({err.strerror or err})") from None
 
@@ -100,6 +101,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     t_start = time.perf_counter()
     config = config_lib.validate(config)
     place = distributed.placement(devices, config.batch_size)
+    leader = distributed.is_leader()
     workdir = Path(workdir)
     prepare_workdir(workdir, config, resume, overwrite)
     n_train = int(data.train_x.shape[0])
@@ -125,7 +127,8 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             state, epoch, history = tree["train"], int(meta["epoch"]), list(meta["history"])
             state, acc = put(state), put(tree["acc"]) if meta["mid_epoch"] else acc
             stop = es.StopState.from_dict(meta["stop"])
-            history_lib.write_history(workdir / "history.jsonl", history)
+            if leader:
+                history_lib.write_history(workdir / "history.jsonl", history)
 
     t_compile = time.perf_counter()
     order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
@@ -169,7 +172,8 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             epoch += 1
             acc = put(steps.epoch_accumulator(n_train))
             save(mid_epoch=False)
-            history_lib.write_history(workdir / "history.jsonl", history)
+            if leader:
+                history_lib.write_history(workdir / "history.jsonl", history)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if progress:
                 tqdm.write(_format_row(row, epoch_seconds[-1]))
@@ -203,7 +207,8 @@ def _finish(config, data, workdir, model, eval_step, params, history, stop, t_st
     if data.test_x is not None and len(data.test_x):
         test = steps.evaluate(eval_step, params, put(data.test_x), put(data.test_y.astype(np.int32)),
                               config.eval_batch_size)
-    if history:
+    leader = distributed.is_leader()
+    if history and leader:
         history_lib.plot_history(history, workdir / "curves.png", title=config.model.name)
     result = FitResult(
         model=config.model.name, epochs_run=len(history),
