@@ -6,6 +6,7 @@ order comes from jax.random.fold_in keys like every other random choice in the p
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -275,9 +276,24 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
         return np.arange(n, dtype=np.int32)
     import jax  # lazy: loading and describing data should not pay JAX start-up
 
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
     with jax.default_device(jax.devices("cpu")[0]):  # host-side indices; same bits on any backend
-        return np.asarray(jax.random.permutation(key, n), dtype=np.int32)
+        return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
+
+
+@functools.lru_cache(maxsize=None)
+def _permutation_fn():
+    import jax
+
+    def permutation(seed, epoch, n):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
+        return jax.random.permutation(key, n)
+
+    # one compiled program per n; op by op, every call would dispatch dozens of tiny kernels
+    return jax.jit(permutation, static_argnums=2)
+
+
+def _permutation(seed: int, epoch: int, n: int):
+    return _permutation_fn()(seed, epoch, n)
 
 
 def batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True,

@@ -132,8 +132,10 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
 
     t_compile = time.perf_counter()
     order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
-    train_step = steps.make_train_step(model, tx, config.seed, config.batch_size, place.constrain_batch).lower(
-        state, acc, order0, train_x, train_y).compile()
+    k = steps.steps_per_call(model, jax.default_backend(), steps_per_epoch)
+    stepper = steps.Stepper(model, tx, config.seed, config.batch_size, steps_per_epoch, k,
+                            (state, acc, order0, train_x, train_y), place.constrain_batch)
+    stepper.warm()
     eval_step = steps.make_eval_step(model, config.eval_batch_size)
     compile_seconds = time.perf_counter() - t_compile
 
@@ -147,17 +149,22 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
         while epoch < config.epochs and not stop.should_stop:
             t_epoch = time.perf_counter()
             order = put(steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size))
-            for _ in tqdm(range(int(acc["pos"]), steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
-                          disable=not progress, leave=False, mininterval=0.5):
-                state, acc, _ = train_step(state, acc, order, train_x, train_y)
-                host_step += 1
-                if should_stop() or (config.checkpoint_every and host_step % config.checkpoint_every == 0):
+            bar = tqdm(total=steps_per_epoch, initial=int(acc["pos"]), desc=f"epoch {epoch + 1}/{config.epochs}",
+                       disable=not progress, leave=False, mininterval=0.5)
+            for n in stepper.plan(int(acc["pos"])):
+                state, acc, _ = stepper.compiled(n)(state, acc, order, train_x, train_y)
+                host_step += n
+                bar.update(n)
+                crossed = config.checkpoint_every and (host_step // config.checkpoint_every
+                                                       != (host_step - n) // config.checkpoint_every)
+                if should_stop() or crossed:
                     check_finite(acc, epoch)
                     save(mid_epoch=True)
                     if should_stop():
                         checkpoints.wait()
                         raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {host_step}; "
                                                   f"resume with --resume --workdir {workdir}")
+            bar.close()
             check_finite(acc, epoch)
             sums = jax.device_get({k: acc[k] for k in ("loss_sum", "correct", "count")})
             val = steps.evaluate(eval_step, state.params, val_x, val_y, config.eval_batch_size)
