@@ -28,6 +28,10 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return MODELS[cfg.name](cfg)
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    return isinstance(model, CNN)
+
+
 def max_pool(x: jax.Array, window: int) -> jax.Array:
     """Non-overlapping 'valid' max pooling (stride == window).
 

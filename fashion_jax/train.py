@@ -27,7 +27,7 @@ from fashion_jax import early_stopping as es
 from fashion_jax import history as history_lib
 from fashion_jax import steps
 from fashion_jax.config import TrainConfig
-from fashion_jax.models import build_model, init_params
+from fashion_jax.models import build_model, init_params, is_convolutional
 from fashion_jax.optim import make_optimizer
 
 
@@ -132,7 +132,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
 
     t_compile = time.perf_counter()
     order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
-    k = steps.steps_per_call(model, jax.default_backend(), steps_per_epoch)
+    k = steps.steps_per_call(is_convolutional(model), jax.default_backend(), steps_per_epoch)
     stepper = steps.Stepper(model, tx, config.seed, config.batch_size, steps_per_epoch, k,
                             (state, acc, order0, train_x, train_y), place.constrain_batch)
     stepper.warm()

@@ -1,0 +1,90 @@
+"""One short, prepared accelerator benchmark: CNN epoch (step dispatch vs scan, batch 32 and 256)
+and the vmapped 5-fold CV. Run it where JAX sees a GPU/TPU:
+
+    python experiments/gpu_bench.py --out experiments/out/gpu_bench.json
+
+It prints one JSON line per measurement and writes them all to --out; experiments/bench.py folds
+that file into the benchmark table. Timings are steady state; compile is reported apart.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from fashion_jax import steps
+from fashion_jax.config import TrainConfig, model_config
+from fashion_jax.data import epoch_order, load_dataset
+from fashion_jax.models import build_model, init_params
+from fashion_jax.optim import make_optimizer
+
+
+def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2) -> dict:
+    """Seconds for one CNN epoch after compile; steps_per_call None = a whole epoch per call."""
+    config = TrainConfig(model=model_config("cnn"), optimizer="adam", batch_size=batch_size)
+    model = build_model(config.model)
+    n = len(data.train_y)
+    per_epoch = -(-n // batch_size)
+    k = per_epoch if steps_per_call is None else steps_per_call
+    tx = make_optimizer(config, per_epoch * epochs)
+    state = steps.create_train_state(init_params(model, 0), tx)
+    acc = steps.epoch_accumulator(n)
+    x, y = jax.device_put(data.train_x), jax.device_put(data.train_y.astype(np.int32))
+    order0 = jax.device_put(steps.padded_order(np.arange(n), batch_size))
+    stepper = steps.Stepper(model, tx, 0, batch_size, per_epoch, k, (state, acc, order0, x, y))
+    t0 = time.perf_counter()
+    stepper.warm()
+    compile_s = time.perf_counter() - t0
+    times = []
+    for epoch in range(epochs):
+        acc = steps.epoch_accumulator(n)
+        order = jax.device_put(steps.padded_order(epoch_order(n, 0, epoch), batch_size))
+        t0 = time.perf_counter()
+        for chunk in stepper.plan(0):
+            state, acc, _ = stepper.compiled(chunk)(state, acc, order, x, y)
+        jax.block_until_ready(acc)
+        times.append(time.perf_counter() - t0)
+    eval_step = steps.make_eval_step(model, 1000)
+    val = steps.evaluate(eval_step, state.params, jax.device_put(data.val_x),
+                         jax.device_put(data.val_y.astype(np.int32)), 1000)
+    return {"workload": "cnn_epoch", "batch_size": batch_size,
+            "dispatch": "scan_epoch" if steps_per_call is None else f"{k}_steps_per_call",
+            "epoch_seconds": min(times), "all_epoch_seconds": times, "compile_seconds": compile_s,
+            "val_accuracy_after": val["accuracy"], "epochs": epochs}
+
+
+def cv_run() -> dict:
+    from fashion_jax.cv import CV_DEFAULTS, cross_validate
+    from fashion_jax.data import load_split
+
+    images, labels = load_split("train")
+    config = TrainConfig(model=model_config("logreg"), **CV_DEFAULTS)
+    t0 = time.perf_counter()
+    result = cross_validate(config, images, labels, 5)
+    return {"workload": "cv_logreg_5fold", "seconds": time.perf_counter() - t0, **result.summary()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="experiments/out/gpu_bench.json")
+    parser.add_argument("--subset", type=int, help="first N training images (smoke test)")
+    args = parser.parse_args()
+    data = load_dataset(subset=args.subset)
+    rows = [{"devices": [str(d) for d in jax.devices()], "backend": jax.default_backend()}]
+    print(json.dumps(rows[0]), flush=True)
+    for batch_size in (32, 256):
+        for k in (1, None):
+            rows.append(cnn_epoch(data, batch_size, k))
+            print(json.dumps(rows[-1]), flush=True)
+    rows.append(cv_run())
+    print(json.dumps(rows[-1]), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
