@@ -86,7 +86,6 @@ class CNN(nn.Module):
             x = nn.Conv(features, (cfg.kernel, cfg.kernel), strides=cfg.strides,
                         padding=cfg.padding.upper(), name=f"conv{i}")(x)
             x = ACTIVATIONS[cfg.activation](x)
-            self.sow("intermediates", f"conv{i}", x)  # feature maps, read by the plot command
             if cfg.pool > 1:
                 x = max_pool(x, cfg.pool)
         x = x.reshape(x.shape[0], -1)

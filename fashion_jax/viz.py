@@ -1,0 +1,209 @@
+"""What a trained model looks like inside: conv filters, feature maps, confusion matrix, curves.
+
+The chapter ends by plotting the first conv layer's weights and the feature maps one test image
+produces. Every figure is a bare `matplotlib.figure.Figure` saved to PNG: no pyplot, so there is no
+global figure state to leak between calls and no display is needed.
+"""
+from __future__ import annotations
+
+import math
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib.figure import Figure
+
+from fashion_jax import history as history_lib
+from fashion_jax.checkpoint import load_model
+from fashion_jax.data import CLASS_NAMES, NUM_CLASSES, FashionMNIST
+from fashion_jax.models import ACTIVATIONS, is_convolutional
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    return out
+
+
+def _grid(n: int, max_cols: int) -> tuple[int, int]:
+    return math.ceil(n / min(n, max_cols)), min(n, max_cols)
+
+
+def plot_filters(kernel: np.ndarray, path: str | os.PathLike, *, vmax: float | None = None,
+                 title: str = "conv0 filters (input channel 0)") -> Path:
+    """A conv kernel (kh, kw, in, out) as out small kh x kw images, input channel 0, one colour scale.
+
+    The scale is symmetric around 0 (the book uses vmin=-0.5, vmax=0.5) so that the sign of a weight
+    reads the same in every tile; vmax=None takes the largest |weight|, which never saturates.
+    """
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.ndim != 4:
+        raise ValueError(f"kernel must be (kh, kw, in, out), got shape {kernel.shape}")
+    weights = kernel[:, :, 0, :]  # a grey-scale input has one channel; for more, show the first
+    limit = float(vmax) if vmax is not None else float(np.abs(weights).max()) or 1.0
+    rows, cols = _grid(weights.shape[-1], 16)  # 32 filters -> 2 x 16, as in the book
+    fig = Figure(figsize=(cols * 0.9 + 1.2, rows * 0.9 + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    image = None
+    for i, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if i < weights.shape[-1]:
+            # diverging map: 0 is white, positive red, negative blue
+            image = ax.imshow(weights[:, :, i], vmin=-limit, vmax=limit, cmap="RdBu_r")
+    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _scale(images: Any) -> jax.Array:
+    # the same uint8 -> [0, 1] scaling as the train and eval steps (steps.gather_batch)
+    return jnp.asarray(images).astype(jnp.float32) / 255.0
+
+
+def feature_maps(model: nn.Module, params: Any, image: np.ndarray) -> dict[str, np.ndarray]:
+    """Conv layer name -> (H, W, C) activations (after the activation) for one uint8 (28, 28) image;
+    {} for a model without conv layers."""
+    image = np.asarray(image)
+    if image.shape != (28, 28):
+        raise ValueError(f"expected one (28, 28) image, got shape {image.shape}")
+    return {name: np.asarray(maps) for name, maps in jax.device_get(_conv_outputs(model, params, image)).items()}
+
+
+# Module-level jits with the model static: equal models hash equal, so a model restored again by
+# plot_all reuses the compiled function instead of tracing a fresh closure on every call.
+@partial(jax.jit, static_argnames="model")
+def _conv_outputs(model: nn.Module, params: Any, image: jax.Array) -> dict[str, jax.Array]:
+    # The model's own `sow("intermediates", "conv{i}")` cannot be read: that name is also the conv
+    # submodule's scope, so apply(mutable=["intermediates"]) raises "Duplicate use of scope name".
+    # Instead intercept each conv layer's output and apply the model's activation, exactly what the
+    # CNN sows; with intermediates left immutable the sow is a no-op.
+    activation = ACTIVATIONS[model.cfg.activation] if hasattr(model, "cfg") else (lambda x: x)
+    captured: dict[str, jax.Array] = {}
+
+    def grab(next_fun, args, kwargs, context):
+        out = next_fun(*args, **kwargs)
+        if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
+            captured[context.module.name] = activation(out)[0]  # batch of one
+        return out
+
+    with nn.intercept_methods(grab):
+        model.apply({"params": params}, _scale(image)[None], train=False)
+    return captured
+
+
+@partial(jax.jit, static_argnames=("model", "batch_size"))
+def _predict(model: nn.Module, params: Any, images: jax.Array, start: jax.Array, batch_size: int) -> jax.Array:
+    # One fixed batch shape (the last batch clamps its row indices and is trimmed on the host), so
+    # the forward pass compiles once, as in steps.make_eval_step.
+    rows = jnp.minimum(start + jnp.arange(batch_size), images.shape[0] - 1)
+    return jnp.argmax(model.apply({"params": params}, _scale(images[rows]), train=False), axis=-1)
+
+
+def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
+    """All C channels of (H, W, C) maps in a grid of 8 columns; each channel has its own scale,
+    as in the book, so weak but structured channels stay visible."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3:
+        raise ValueError(f"feature maps must be (H, W, C), got shape {maps.shape}")
+    rows, cols = _grid(maps.shape[-1], 8)
+    fig = Figure(figsize=(cols * 1.2, rows * 1.2 + (0.4 if title else 0)), layout="constrained")  # title hugs the grid
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
+        ax.axis("off")
+        if i < maps.shape[-1]:
+            ax.imshow(maps[:, :, i])
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def confusion_matrix(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
+                     batch_size: int = 1000, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted one."""
+    n, true = len(images), np.asarray(labels).astype(np.int64)
+    if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
+        raise ValueError(f"need one label in 0..{num_classes - 1} per image; got {len(true)} labels for {n} images")
+    if n == 0:
+        return np.zeros((num_classes, num_classes), np.int64)
+    device_images = jax.device_put(np.asarray(images))  # once; each batch is gathered on device
+    preds = jax.device_get([_predict(model, params, device_images, start, batch_size)
+                            for start in range(0, n, batch_size)])
+    preds = np.concatenate(preds)[:n].astype(np.int64)
+    return np.bincount(true * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def plot_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[str], path: str | os.PathLike,
+                   title: str = "") -> Path:
+    """The confusion matrix with every count written in its cell and class names on both axes."""
+    cm = np.asarray(cm)
+    k = len(class_names)
+    fig = Figure(figsize=(8, 7))
+    ax = fig.subplots()
+    image = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    for (row, col), count in np.ndenumerate(cm):
+        # white on dark cells, black on light ones, so every number stays legible
+        ax.text(col, row, str(int(count)), ha="center", va="center", fontsize=8,
+                color="white" if count > cm.max() / 2 else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set(xlabel="predicted", ylabel="true")
+    total = int(cm.sum())
+    accuracy = f"accuracy {np.trace(cm) / total:.4f} on {total}" if total else "no images"
+    ax.set_title(f"{title}  ({accuracy})" if title else accuracy)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_all(workdir: str | os.PathLike, data: FashionMNIST, *, image_index: int = 0,
+             out_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Every figure for the model in `workdir`, into out_dir (default workdir/plots): name -> path.
+
+    Figures a model cannot have (filters and feature maps of a model without conv layers) are
+    reported as "skipped: ..." notes in place of a path.
+    """
+    workdir = Path(workdir)
+    n_test = len(data.test_x)
+    if not 0 <= image_index < n_test:  # checked first: no model restore for a bad argument
+        raise ValueError(f"image_index {image_index} out of range: the test set has {n_test} images (0..{n_test - 1})")
+    out = Path(out_dir) if out_dir is not None else workdir / "plots"
+    config, model, params = load_model(workdir)
+    name = config.model.name
+    written: dict[str, str] = {}
+
+    if is_convolutional(model):
+        written["filters"] = str(plot_filters(params["conv0"]["kernel"], out / "filters_conv0.png",
+                                              title=f"{name}: conv0 filters (input channel 0)"))
+        image, label = data.test_x[image_index], CLASS_NAMES[int(data.test_y[image_index])]
+        written["feature_input"] = str(_plot_image(image, f"test #{image_index}: {label}", out / "feature_input.png"))
+        for layer, maps in feature_maps(model, params, image).items():
+            written[f"feature_maps_{layer}"] = str(plot_feature_maps(
+                maps, out / f"feature_maps_{layer}.png", title=f"{name} {layer}: test #{image_index} ({label})"))
+    else:
+        note = f"skipped: model {name} has no conv layers"
+        written["filters"] = written["feature_maps"] = note
+
+    cm = confusion_matrix(model, params, data.test_x, data.test_y, batch_size=config.eval_batch_size)
+    written["confusion"] = str(plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set"))
+
+    history = history_lib.read_history(workdir / "history.jsonl")
+    if history:
+        out.mkdir(parents=True, exist_ok=True)  # plot_history does not create folders
+        written["curves"] = str(history_lib.plot_history(history, out / "curves.png", title=name))
+    else:
+        written["curves"] = f"skipped: no history in {workdir / 'history.jsonl'}"
+    return written
+
+
+def _plot_image(image: np.ndarray, title: str, path: Path) -> Path:
+    fig = Figure(figsize=(3, 3.3))
+    ax = fig.subplots()
+    ax.imshow(image, cmap="gray_r")  # the chapter's colour map for Fashion-MNIST samples
+    ax.set_title(title)
+    ax.axis("off")
+    return _save(fig, path)
