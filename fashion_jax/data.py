@@ -280,20 +280,26 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
         return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def _permutation_fn():
+@functools.lru_cache(maxsize=32)
+def _compiled_permutation(n: int):
     import jax
+    import jax.numpy as jnp
 
-    def permutation(seed, epoch, n):
+    from fashion_jax.compile import compile_one_shot
+
+    def permutation(seed, epoch):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
         return jax.random.permutation(key, n)
 
-    # one compiled program per n; op by op, every call would dispatch dozens of tiny kernels
-    return jax.jit(permutation, static_argnums=2)
+    zero = jnp.zeros((), jnp.int32)
+    # one cheaply compiled program per n; op by op, every call would dispatch dozens of tiny kernels
+    return compile_one_shot(permutation, zero, zero)
 
 
 def _permutation(seed: int, epoch: int, n: int):
-    return _permutation_fn()(seed, epoch, n)
+    import jax.numpy as jnp
+
+    return _compiled_permutation(n)(jnp.int32(seed), jnp.int32(epoch))
 
 
 def batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True,

@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fashion_jax.compile import compile_one_shot
 from fashion_jax.config import ModelConfig
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
@@ -102,6 +103,16 @@ class FastCNN(CNN):
 
 def init_params(model: nn.Module, seed: int) -> dict:
     """Parameters from a key derived by fold_in, so they depend on the seed alone."""
-    # jitted: op-by-op init would compile every initializer primitive separately (seconds on CPU)
-    init = jax.jit(lambda s: model.init(jax.random.fold_in(jax.random.key(s), 0), jnp.zeros((1, 28, 28)))["params"])
-    return init(seed)
+    # one compiled program: op-by-op init would compile every initializer primitive separately
+    seed = jnp.asarray(seed, jnp.int32)
+    return compile_one_shot(init_fn(model), seed)(seed)
+
+
+def init_fn(model: nn.Module) -> Callable[[jax.Array], dict]:
+    """seed -> params; vmappable, so k-fold CV can stack k initialisations."""
+    return lambda seed: model.init(jax.random.fold_in(jax.random.key(seed), 0), jnp.zeros((1, 28, 28)))["params"]
+
+
+def param_shapes(model: nn.Module) -> dict:
+    """Abstract params (shapes and dtypes) without compiling or running anything; a restore target."""
+    return jax.eval_shape(init_fn(model), jnp.zeros((), jnp.int32))
