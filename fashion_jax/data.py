@@ -170,6 +170,30 @@ class FashionMNIST:
         return {"train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y)}
 
 
+def check_dataset(ds: FashionMNIST) -> None:
+    """Shapes, dtypes and label range of arrays handed to fit, which may not come from load_dataset.
+
+    Checked on the host because a label >= 10 makes the loss silently NaN inside jit.
+    """
+    parts = [("train", ds.train_x, ds.train_y), ("val", ds.val_x, ds.val_y)]
+    if ds.test_x is not None:
+        parts.append(("test", ds.test_x, ds.test_y))
+    for name, x, y in parts:
+        x, y = np.asarray(x), np.asarray(y)
+        if x.ndim != 3 or x.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{name} images", f"expected shape (N, 28, 28), got {x.shape}")
+        if x.dtype != np.uint8:
+            raise DataError(f"{name} images", f"expected uint8 pixels 0..255, got {x.dtype}")
+        if y.shape != (x.shape[0],):
+            raise DataError(f"{name} labels", f"expected {x.shape[0]} labels, got shape {y.shape}")
+        if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
+            bad = int(np.flatnonzero((y < 0) | (y >= NUM_CLASSES))[0])
+            raise DataError(f"{name} labels", f"label {int(y[bad])} out of range 0..9 at index {bad}")
+    for name, x, _ in parts[:2]:
+        if len(x) == 0:
+            raise DataError(f"{name} split", "is empty")
+
+
 def split_indices(n: int, val_fraction: float = 0.2, seed: int = 42, *,
                   labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx), identical to sklearn's train_test_split(test_size=val_fraction,

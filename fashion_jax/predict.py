@@ -16,7 +16,7 @@ def load_image(path: str | Path) -> np.ndarray:
     """A (28, 28) uint8 image; other sizes are resized with a warning, non-images are refused."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(path, "no such file")
     if path.suffix.lower() == ".npy":
         array = _load_npy(path)
     else:
@@ -32,12 +32,12 @@ def _load_npy(path: Path) -> np.ndarray:
     try:
         array = np.load(path, allow_pickle=False)  # never unpickle a user's file
     except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npy array ({err.__class__.__name__})") from None
+        raise DataError(path, f"not a readable .npy array ({err.__class__.__name__})") from None
     array = np.squeeze(array)
     if array.ndim != 2 or array.size == 0:
-        raise DataError(f"{path}: expected one 2-D grayscale image, got shape {array.shape}")
+        raise DataError(path, f"expected one 2-D grayscale image, got shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise DataError(f"{path}: array holds NaN or Inf")
+        raise DataError(path, "array holds NaN or Inf")
     if array.dtype.kind == "f" and array.max() <= 1.0:
         array = array * 255.0  # already scaled to [0, 1], as the chapter's train_scaled
     return np.clip(array, 0, 255).astype(np.uint8)
@@ -50,7 +50,7 @@ def _load_picture(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.asarray(img.convert("L"))
     except (UnidentifiedImageError, OSError) as err:
-        raise DataError(f"{path}: not an image ({err.__class__.__name__})") from None
+        raise DataError(path, f"not an image ({err.__class__.__name__})") from None
 
 
 def predict_files(workdir: str | Path, files: Sequence[str | Path]) -> list[dict]:

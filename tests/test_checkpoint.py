@@ -1,0 +1,272 @@
+"""Weights-only and whole-model checkpoints, training workdirs, and damaged or foreign checkpoint trees."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fashion_jax import checkpoint as ckpt
+from fashion_jax import steps
+from fashion_jax.checkpoint import CheckpointError
+from fashion_jax.config import ConfigError, TrainConfig, model_config
+from fashion_jax.models import build_model, init_params
+from fashion_jax.optim import make_optimizer
+from fashion_jax.train import fit
+
+
+def leaves_equal(a, b) -> bool:
+    """Same tree structure and bitwise-equal leaves (dtype and shape included)."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def evaluate(model, params, data) -> dict:
+    eval_step = steps.make_eval_step(model, 100)
+    return steps.evaluate(eval_step, params, jax.device_put(data.val_x), jax.device_put(data.val_y.astype(np.int32)), 100)
+
+
+def assert_one_line(err: BaseException) -> None:
+    assert str(err) and "\n" not in str(err).strip()
+
+
+@pytest.fixture(scope="module")
+def run(small_data, tmp_path_factory):
+    """A finished 2-epoch logreg run: config.json, checkpoints/ (two steps) and best/."""
+    workdir = tmp_path_factory.mktemp("ckpt") / "run"
+    config = TrainConfig(model=model_config("logreg"), optimizer="adam", learning_rate=1e-2, epochs=2)
+    result = fit(config, small_data, workdir, progress=False)
+    return config, workdir, result
+
+
+@pytest.fixture
+def run_copy(run, tmp_path):
+    config, workdir, result = run
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy, symlinks=True)
+    return config, copy, result
+
+
+def damage(folder: Path) -> int:
+    """Overwrite every file under folder with junk; returns how many files were damaged."""
+    count = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            Path(root, name).write_bytes(b"\x00junk, not a checkpoint\xff")
+            count += 1
+    assert count
+    return count
+
+
+def step_dirs(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+# ------------------------------------------------------------------ weights only
+
+
+def test_weights_round_trip_is_bitwise_and_evaluates_identically(run, tmp_path, small_data):
+    config, _, result = run
+    model = build_model(config.model)
+    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    assert path.is_dir()
+    like = init_params(model, seed=123)  # a fresh model: only shapes and dtypes come from it
+    loaded = ckpt.load_weights(path, like)
+    assert leaves_equal(loaded, result.params)
+    assert not leaves_equal(like, result.params)
+    assert evaluate(model, loaded, small_data) == evaluate(model, result.params, small_data)
+
+
+def params_like(cfg, seed: int = 0):
+    """Random params with the model's tree, shapes and dtypes, without compiling an init."""
+    model = build_model(cfg)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 28, 28)))["params"])
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+
+
+@pytest.mark.parametrize("other", [{"name": "mlp", "hidden": 50}, {"name": "logreg"}, {"name": "mlp", "hidden": 100, "num_classes": 5}],
+                         ids=["shape", "structure", "classes"])
+def test_weights_into_a_model_of_another_shape_fail_in_one_line(tmp_path, other):
+    path = ckpt.save_weights(tmp_path / "weights", params_like(model_config("mlp", hidden=100)))
+    like = params_like(model_config(other.pop("name"), **other))
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_weights(path, like)
+    assert_one_line(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_missing_or_empty_weights_folder_is_a_checkpoint_error(tmp_path):
+    like = params_like(model_config("logreg"))
+    with pytest.raises(CheckpointError, match="no such"):
+        ckpt.load_weights(tmp_path / "absent", like)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_weights(tmp_path / "empty", like)
+    assert_one_line(info.value)
+
+
+def test_damaged_weights_are_a_checkpoint_error(run, tmp_path):
+    config, _, result = run
+    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    damage(path)
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_weights(path, result.params)
+    assert_one_line(info.value)
+
+
+def test_symlink_inside_weights_is_refused(run, tmp_path):
+    config, _, result = run
+    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    victim = next(Path(root, f) for root, _, files in os.walk(path) for f in files)
+    outside = tmp_path / "outside.bin"
+    shutil.move(victim, outside)
+    victim.symlink_to(outside)
+    with pytest.raises(CheckpointError, match="symlink"):
+        ckpt.load_weights(path, result.params)
+
+
+# ------------------------------------------------------------------ whole model
+
+
+def test_save_model_load_model_needs_no_architecture(run, tmp_path, small_data):
+    _, _, result = run
+    config = TrainConfig(model=model_config("mlp", hidden=24, activation="tanh"), seed=5)
+    model = build_model(config.model)
+    params = init_params(model, seed=5)
+    folder = ckpt.save_model(tmp_path / "model", config, params)
+    assert (folder / "config.json").is_file() and (folder / "params").is_dir()
+    loaded_config, loaded_model, loaded_params = ckpt.load_model(folder)
+    assert loaded_config == config
+    assert loaded_model == model
+    assert leaves_equal(loaded_params, params)
+    assert loaded_params["hidden"]["kernel"].shape == (784, 24)
+    assert evaluate(loaded_model, loaded_params, small_data) == evaluate(model, params, small_data)
+
+
+def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_data):
+    config, workdir, result = run
+    assert result.best_epoch is not None and step_dirs(workdir / "best")[-1].name == str(result.best_epoch)
+    loaded_config, model, params = ckpt.load_model(workdir)
+    assert loaded_config == config
+    assert leaves_equal(params, result.params)
+    val = evaluate(model, params, small_data)
+    assert val["loss"] == pytest.approx(result.history[result.best_epoch - 1]["val_loss"], rel=1e-6)
+    assert val["accuracy"] == result.history[result.best_epoch - 1]["val_accuracy"]
+
+
+def test_load_model_without_best_falls_back_to_the_latest_state(run_copy):
+    config, workdir, result = run_copy
+    shutil.rmtree(workdir / "best")
+    _, _, params = ckpt.load_model(workdir)
+    # The latest full state holds the last epoch's params; restore them without knowing the optimizer.
+    tx = make_optimizer(config, 1)
+    target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
+              "acc": steps.epoch_accumulator(512)}
+    tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
+    assert meta["epoch"] == config.epochs
+    assert leaves_equal(params, tree["train"].params)
+
+
+def test_damaged_newest_state_falls_back_to_the_older_one(run_copy):
+    config, workdir, result = run_copy
+    newest, older = step_dirs(workdir / "checkpoints")[-1], step_dirs(workdir / "checkpoints")[-2]
+    damage(newest)
+    tx = make_optimizer(config, 1)
+    target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
+              "acc": steps.epoch_accumulator(512)}
+    tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
+    assert meta["epoch"] == 1 and int(tree["train"].step) == int(older.name)
+    assert meta["history"] == result.history[:1]
+
+
+def test_damaged_best_is_a_checkpoint_error(run_copy):
+    _, workdir, _ = run_copy
+    damage(workdir / "best")
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_model(workdir)
+    assert_one_line(info.value)
+
+
+def test_workdir_with_empty_checkpoint_folders_is_a_checkpoint_error(run_copy):
+    _, workdir, _ = run_copy
+    for name in ("best", "checkpoints"):
+        shutil.rmtree(workdir / name)
+        (workdir / name).mkdir()
+    with pytest.raises(CheckpointError, match="no saved params"):
+        ckpt.load_model(workdir)
+
+
+def test_folder_without_config_is_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no such"):
+        ckpt.load_model(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    # An empty folder is "not a fashion_jax workdir": a ConfigError today (see report), never a traceback.
+    with pytest.raises((CheckpointError, ConfigError), match="config.json|not a fashion_jax"):
+        ckpt.load_model(tmp_path / "empty")
+
+
+def test_corrupt_config_json_is_refused(run_copy):
+    _, workdir, _ = run_copy
+    (workdir / "config.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match="unreadable config"):
+        ckpt.load_model(workdir)
+    (workdir / "config.json").write_text('{"model": {"name": "cnn"}, "bogus": 1}')
+    with pytest.raises(ConfigError, match="not a fashion_jax config"):
+        ckpt.load_model(workdir)
+
+
+def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
+    _, workdir, _ = run_copy
+    best = step_dirs(workdir / "best")[-1]
+    victim = next(Path(root, f) for root, _, files in os.walk(best) for f in files if f != "_CHECKPOINT_METADATA")
+    outside = workdir.parent / "outside.bin"
+    shutil.move(victim, outside)
+    victim.symlink_to(outside)
+    with pytest.raises(CheckpointError, match="symlink"):
+        ckpt.load_model(workdir)
+
+
+def test_symlinked_step_folder_is_refused(run, tmp_path):
+    _, workdir, _ = run
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    shutil.copy(workdir / "config.json", foreign / "config.json")
+    (foreign / "best").mkdir()
+    best = step_dirs(workdir / "best")[-1]
+    (foreign / "best" / best.name).symlink_to(best, target_is_directory=True)
+    with pytest.raises(CheckpointError, match="symlink"):
+        ckpt.load_model(foreign)
+
+
+# ------------------------------------------------------------------ workdir config
+
+
+def test_check_workdir_config_refuses_another_model(run):
+    config, workdir, _ = run
+    ckpt.check_workdir_config(workdir, config)  # the same run: fine
+    ckpt.check_workdir_config(workdir, dataclasses.replace(config, epochs=9))  # train longer: fine
+    for other in (model_config("mlp"), model_config("dense"), model_config("logreg", num_classes=5)):
+        with pytest.raises(CheckpointError, match="another architecture") as info:
+            ckpt.check_workdir_config(workdir, dataclasses.replace(config, model=other))
+        assert_one_line(info.value)
+
+
+def test_check_workdir_config_refuses_other_training_settings(run):
+    config, workdir, _ = run
+    # A different learning rate or optimizer would silently make another run than the checkpoint's.
+    for change in ({"learning_rate": 0.5}, {"optimizer": "sgd"}, {"seed": 1}, {"batch_size": 16}):
+        with pytest.raises(CheckpointError, match="other settings") as info:
+            ckpt.check_workdir_config(workdir, dataclasses.replace(config, **change))
+        assert_one_line(info.value)
+
+
+def test_check_workdir_config_accepts_a_fresh_folder(tmp_path):
+    ckpt.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))
