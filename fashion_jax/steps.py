@@ -76,14 +76,14 @@ def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int,
     `order` is the epoch's padded permutation; the step reads its slice at acc["pos"].
     `constrain` places the batch (identity on one device; a data-axis sharding on a mesh).
     """
-    dropout_root = jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM)
 
     def train_step(state: TrainState, acc: dict, order: jax.Array, images: jax.Array, labels: jax.Array):
         start = acc["pos"] * batch_size
         idx = jax.lax.dynamic_slice(order, (start,), (batch_size,))
         mask = constrain(start + jnp.arange(batch_size) < acc["n"])
         x, y = gather_batch(images, labels, constrain(idx))
-        rng = jax.random.fold_in(dropout_root, state.step)
+        # derived inside the program: an eager fold_in here would compile on every process start
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), state.step)
 
         def loss_fn(params):
             logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
