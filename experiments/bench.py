@@ -1,0 +1,496 @@
+"""Side-by-side benchmark: fashion_jax against PyTorch, Keras and scikit-learn on the chapter's workloads.
+
+    python experiments/bench.py [--repeats 3] [--subset N] [--only NAME[,NAME]] [--out experiments/BENCH.md]
+
+Every run is a fresh subprocess, so each pays its own imports and compiles and has its own peak RSS (the child's
+ru_maxrss, read with os.wait4: one measure for every implementation). Repeats are interleaved (ours, torch, keras,
+ours, torch, keras, ...) so machine noise falls on all alike. A workload that fails, times out or has no peer
+installed becomes a marked row; the harness itself keeps going.
+
+Writes a markdown table to --out (default experiments/BENCH.md) and the raw runs to --json-out
+(default: <folder of --out>/out/bench.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PEERS = ROOT / "experiments" / "peers.py"
+DEFAULT_OUT = ROOT / "experiments" / "BENCH.md"
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "keras", "scikit-learn", "psutil")
+
+TASKS: dict[str, str] = {
+    "cnn": "CNN, 1 epoch (Adam, batch 32)",
+    "dense": "Dense softmax, 5 epochs (RMSprop, batch 32)",
+    "cv": "SGD logistic regression, 5-fold CV on 60,000",
+    "fast": "fast preset: start to exit, test acc",
+}
+PEER_IMPLS = ("torch", "keras", "sklearn")  # one ratio column each: ours / peer
+
+
+@dataclass(frozen=True)
+class Options:
+    repeats: int = 3
+    subset: int | None = None
+    timeout: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str  # what --only takes
+    task: str  # key of TASKS: rows of one task are compared with each other
+    impl: str  # "ours" or one of PEER_IMPLS
+    argv: Callable[[Options, Path], list[str]]  # the command, given a private scratch folder
+    parse: Callable[[dict, float], dict]  # (last-line JSON, launch-to-exit seconds) -> seconds/compile/accuracy
+
+
+@dataclass
+class Run:
+    workload: str
+    repeat: int
+    argv: list[str]
+    returncode: int | None = None
+    wall_seconds: float | None = None
+    rss_mb: float | None = None
+    workers_rss_mb: float | None = None  # summed peak RSS of worker processes, reported by the workload itself
+    load_1min: float | None = None  # the machine's load average at launch: these machines are shared and noisy
+    result: dict | None = None
+    seconds: float | None = None
+    compile_seconds: float | None = None
+    accuracy: float | None = None
+    note: str | None = None
+    skipped: str | None = None
+    error: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ the workloads ---
+
+def _ours(*args: str, train: bool = True) -> Callable[[Options, Path], list[str]]:
+    def argv(opts: Options, tmp: Path) -> list[str]:
+        cmd = [sys.executable, "-m", "fashion_jax.cli", *args, "--json"]
+        # train: a private --workdir so runs never resume each other's checkpoints, and --quiet because the peers
+        # run with verbose=0 too. cv takes neither.
+        cmd += ["--workdir", str(tmp), "--quiet"] if train else []
+        return cmd + (["--subset", str(opts.subset)] if opts.subset else [])
+    return argv
+
+
+def _peer(name: str) -> Callable[[Options, Path], list[str]]:
+    def argv(opts: Options, tmp: Path) -> list[str]:
+        return [sys.executable, str(PEERS), name] + (["--subset", str(opts.subset)] if opts.subset else [])
+    return argv
+
+
+def _parse_ours_train(epochs: int) -> Callable[[dict, float], dict]:
+    # Steady time = the epochs' wall time less the compile, which gets its own column (the CLI's contract:
+    # epoch_seconds[0] includes the compile).
+    def parse(res: dict, wall: float) -> dict:
+        epoch_s = [float(s) for s in res["epoch_seconds"]]
+        compile_s = _float_or_none(res.get("compile_seconds"))
+        note = f"ran {len(epoch_s)} of {epochs} epochs" if len(epoch_s) != epochs else None
+        return {"seconds": sum(epoch_s) - (compile_s or 0.0), "compile_seconds": compile_s,
+                "accuracy": float(res["val_accuracy"]), "note": note}
+    return parse
+
+
+def _parse_ours_cv(res: dict, wall: float) -> dict:
+    # The CV time includes compiles, as sklearn's wall time includes its process-pool start-up.
+    return {"seconds": float(res["seconds"]), "compile_seconds": _float_or_none(res.get("compile_seconds")),
+            "accuracy": float(res["mean_accuracy"])}
+
+
+def _parse_ours_fast(res: dict, wall: float) -> dict:
+    # "Time to 92%" is what a user waits for: interpreter start, imports, data, compile, training, evaluation.
+    return {"seconds": wall, "compile_seconds": _float_or_none(res.get("compile_seconds")),
+            "accuracy": float(res["test_accuracy"])}
+
+
+def _parse_peer(res: dict, wall: float) -> dict:
+    return {"seconds": float(res["seconds"]), "compile_seconds": _float_or_none(res.get("compile_seconds")),
+            "accuracy": float(res["val_accuracy"]),
+            # sklearn fits in joblib worker processes, whose memory its own RSS does not include
+            "workers_rss_mb": _float_or_none(res.get("workers_peak_rss_mb"))}
+
+
+# Listed in the interleaving order: ours first, then its peers, task by task.
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("ours_cnn", "cnn", "ours", _ours("train", "--model", "cnn", "--optimizer", "adam", "--epochs", "1",
+                                              "--batch-size", "32", "--patience", "0"), _parse_ours_train(1)),
+    Workload("torch_cnn", "cnn", "torch", _peer("torch_cnn"), _parse_peer),
+    Workload("keras_cnn", "cnn", "keras", _peer("keras_cnn"), _parse_peer),
+    # --patience 0 as for the CNN, so early stopping cannot shorten the 5 epochs the peer runs.
+    Workload("ours_dense", "dense", "ours", _ours("train", "--model", "dense", "--epochs", "5", "--batch-size", "32",
+                                                  "--patience", "0"), _parse_ours_train(5)),
+    Workload("keras_dense", "dense", "keras", _peer("keras_dense"), _parse_peer),
+    Workload("ours_cv", "cv", "ours", _ours("cv", "--model", "logreg", "--folds", "5", train=False), _parse_ours_cv),
+    Workload("sklearn_cv", "cv", "sklearn", _peer("sklearn_cv"), _parse_peer),
+    Workload("ours_fast", "fast", "ours", _ours("train", "--preset", "fast"), _parse_ours_fast),
+)
+
+
+# --------------------------------------------------------------------------------------------- running one job ---
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["KERAS_BACKEND"] = "jax"  # ~/.keras/keras.json may name TensorFlow, which is not installed
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _kill_group(pid: int, fired: threading.Event) -> None:
+    fired.set()
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the child leads its own session: this reaches its workers, nothing else
+    except ProcessLookupError:
+        pass
+
+
+def run_process(argv: list[str], timeout: float) -> tuple[int, float, float, str, str, bool]:
+    """(exit code, launch-to-exit seconds, child peak RSS MB, stdout, stderr, timed out)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                start_new_session=True)
+        fired = threading.Event()
+        timer = threading.Timer(timeout, _kill_group, (proc.pid, fired))
+        timer.start()
+        try:
+            # wait4, not Popen.wait: it also hands back this child's own rusage (RUSAGE_CHILDREN would be the
+            # maximum over every child so far).
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            _kill_group(proc.pid, threading.Event())
+            raise
+        finally:
+            timer.cancel()
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, wall, usage.ru_maxrss / 1024, out.read().decode(errors="replace"),
+                err.read().decode(errors="replace"), fired.is_set())
+
+
+def last_json(stdout: str) -> dict | None:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    try:
+        res = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        return None
+    return res if isinstance(res, dict) else None
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """The last non-empty line (a traceback's last line names the error), safe inside a markdown cell."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    line = (lines[-1] if lines else "no output").replace("|", "/")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def run_once(w: Workload, repeat: int, opts: Options) -> Run:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{w.name}-") as tmp:
+        run = Run(w.name, repeat, w.argv(opts, Path(tmp)), load_1min=os.getloadavg()[0])
+        try:
+            rc, wall, rss, out, err, timed_out = run_process(run.argv, opts.timeout)
+        except OSError as e:
+            run.error = one_line(f"{type(e).__name__}: {e}")
+            return run
+    run.returncode, run.wall_seconds, run.rss_mb, run.result = rc, wall, rss, last_json(out)
+    if timed_out:
+        run.error = f"timeout after {opts.timeout:.0f} s"
+    elif rc != 0:
+        run.error = f"exit {rc}: {one_line(err)}"
+    elif run.result is None:
+        run.error = "no JSON object on the last stdout line"
+    elif run.result.get("skipped"):
+        run.skipped = str(run.result["skipped"])
+    else:
+        _apply_parse(w, run, wall)
+    return run
+
+
+def _apply_parse(w: Workload, run: Run, wall: float) -> None:
+    try:
+        for key, value in w.parse(run.result, wall).items():
+            setattr(run, key, value)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        run.error = one_line(f"bad JSON: {type(e).__name__}: {e}")
+
+
+def _float_or_none(x: Any) -> float | None:
+    return None if x is None else float(x)
+
+
+# ------------------------------------------------------------------------------------------------- aggregating ---
+
+@dataclass
+class Row:
+    workload: Workload
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def ok(self) -> list[Run]:
+        return [r for r in self.runs if r.error is None and r.skipped is None and r.seconds is not None]
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(r.seconds for r in self.ok) if self.ok else None
+
+    def stat(self, attr: str, fn: Callable = statistics.median) -> float | None:
+        values = [getattr(r, attr) for r in self.ok if getattr(r, attr) is not None]
+        return fn(values) if values else None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the row has no figures: a skip note or the first error (None when at least one run worked)."""
+        if self.ok:
+            return None
+        skips = [r.skipped for r in self.runs if r.skipped]
+        if skips:
+            return f"skipped: {skips[0]}"
+        errors = [r.error for r in self.runs if r.error]
+        return f"error: {errors[0]}" if errors else "no runs"
+
+    def notes(self) -> list[str]:
+        notes = sorted({r.note for r in self.ok if r.note})
+        workers = self.stat("workers_rss_mb", max)
+        if workers:
+            notes.append(f"+{workers:.0f} MB peak RSS in worker processes")
+        load = max((r.load_1min for r in self.ok if r.load_1min is not None), default=0.0)
+        if load > (os.cpu_count() or 1):
+            notes.append(f"busy machine: load {load:.1f} at launch")
+        failed = [r for r in self.runs if r.error]
+        if self.ok and failed:
+            notes.append(f"{len(failed)}/{len(self.runs)} runs failed: {failed[0].error}")
+        return notes
+
+
+def ratio(ours: Row, peer: Row | None) -> float | None:
+    if peer is None or ours.median is None or peer.median is None or peer.median <= 0:
+        return None
+    return ours.median / peer.median
+
+
+def find_peer(rows: Sequence[Row], task: str, impl: str) -> Row | None:
+    return next((r for r in rows if r.workload.task == task and r.workload.impl == impl), None)
+
+
+# What each of our workloads has to reach. A check is (label, function of (row, all rows) -> bool or None).
+Check = tuple[str, Callable[[Row, Sequence[Row]], bool | None]]
+
+
+def _ratio_at_most(impl: str, limit: float) -> Check:
+    def check(row: Row, rows: Sequence[Row]) -> bool | None:
+        r = ratio(row, find_peer(rows, row.workload.task, impl))
+        return None if r is None else r <= limit
+    return f"≤{limit:g}× {impl}", check
+
+
+def _rss_at_most(mb: float) -> Check:
+    return f"RSS ≤{mb / 1024:g} GB", lambda row, rows: _cmp(row.stat("rss_mb", max), lambda v: v <= mb)
+
+
+def _seconds_at_most(s: float) -> Check:
+    return f"≤{s:g} s", lambda row, rows: _cmp(row.median, lambda v: v <= s)
+
+
+def _accuracy_at_least(acc: float) -> Check:
+    # Every repeat must get there, so the worst one is checked.
+    return f"acc ≥{acc:g}", lambda row, rows: _cmp(row.stat("accuracy", min), lambda v: v >= acc)
+
+
+def _cmp(value: float | None, test: Callable[[float], bool]) -> bool | None:
+    return None if value is None else test(value)
+
+
+TARGETS: dict[str, list[Check]] = {
+    "ours_cnn": [_ratio_at_most("torch", 0.4), _ratio_at_most("keras", 0.3), _rss_at_most(2048)],
+    "ours_dense": [_ratio_at_most("keras", 0.3)],
+    "ours_cv": [_ratio_at_most("sklearn", 0.1)],
+    "ours_fast": [_seconds_at_most(60), _accuracy_at_least(0.92)],
+}
+
+
+def target_cell(row: Row, rows: Sequence[Row]) -> str:
+    marks = {True: "PASS", False: "FAIL", None: "n/a"}
+    return "; ".join(f"{label} {marks[check(row, rows)]}" for label, check in TARGETS.get(row.workload.name, []))
+
+
+# -------------------------------------------------------------------------------------------------- rendering ---
+
+HEADER = ["workload", "implementation", "median s", "min–max s", "compile s", "val acc", "peak RSS MB",
+          *(f"ours/{p}" for p in PEER_IMPLS), "target", "notes"]
+
+
+def _fmt(x: float | None, spec: str = ".2f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def impl_label(row: Row) -> str:
+    if row.workload.impl == "ours":
+        return f"fashion_jax {_version('fashion-jax') or ''}".strip()
+    peers = [r.result.get("peer") for r in row.runs if r.result and r.result.get("peer")]
+    return peers[0] if peers else row.workload.impl
+
+
+def table_row(row: Row, rows: Sequence[Row]) -> list[str]:
+    w = row.workload
+    first = [f"{TASKS[w.task]} (`{w.name}`)", impl_label(row)]
+    if row.problem:
+        return first + [row.problem] + ["—"] * (len(HEADER) - 4) + [""]
+    ratios = [_ratio_cell(row, rows, p) for p in PEER_IMPLS]
+    acc = _fmt(row.stat("accuracy"), ".4f") + (" (test)" if w.task == "fast" else "")
+    return first + [_fmt(row.median), f"{_fmt(row.stat('seconds', min))}–{_fmt(row.stat('seconds', max))}",
+                    _fmt(row.stat("compile_seconds")), acc, _fmt(row.stat("rss_mb", max), ".0f"),
+                    *ratios, target_cell(row, rows), "; ".join(row.notes())]
+
+
+def _ratio_cell(row: Row, rows: Sequence[Row], impl: str) -> str:
+    if row.workload.impl != "ours":
+        return ""
+    peer = find_peer(rows, row.workload.task, impl)
+    if peer is None:
+        return ""
+    r = ratio(row, peer)
+    return f"{r:.2f}×" if r is not None else "n/a"
+
+
+def markdown(rows: Sequence[Row], meta: dict) -> str:
+    lines = ["# fashion_jax side-by-side benchmark", "",
+             f"- date: {meta['date']}", f"- devices: `{meta['devices']}`", f"- CPUs: {meta['cpu_count']}",
+             f"- platform: {meta['platform']}, Python {meta['python']}",
+             "- packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in meta["packages"].items()),
+             f"- command: `{meta['command']}`", f"- repeats: {meta['repeats']}"
+             + (f", subset: {meta['subset']} images (smoke run, figures not comparable)" if meta["subset"] else ""),
+             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(table_row(r, rows)) + " |" for r in rows]
+    lines += ["", *METHOD_NOTES]
+    return "\n".join(lines) + "\n"
+
+
+METHOD_NOTES = [
+    "How to read this:",
+    "- Each run is a fresh process; repeats are interleaved across workloads. Median, min and max are over repeats.",
+    "- \"median s\" is steady time where the compile is known separately (ours from the CLI; Keras estimated as the"
+    " first-step gap less one steady step), whole time otherwise (torch, sklearn). Ratios are ours/peer on that column;"
+    " ratios under 1 mean ours is faster.",
+    "- CV time includes compiles (ours) and the process pool (sklearn). The fast preset is launch-to-exit wall time"
+    " of the whole process, measured by this harness.",
+    "- peak RSS is the child's ru_maxrss (os.wait4), the maximum over repeats. sklearn's joblib workers are separate"
+    " processes: their summed peak RSS is in the notes.",
+]
+
+
+# ---------------------------------------------------------------------------------------------------- metadata ---
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def jax_devices() -> str:
+    try:
+        proc = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices())"], cwd=ROOT, env=child_env(),
+                              capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"error: {one_line(str(e))}"
+    return proc.stdout.strip() if proc.returncode == 0 else f"error: {one_line(proc.stderr)}"
+
+
+def metadata(opts: Options) -> dict:
+    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "devices": jax_devices(),
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "packages": {p: _version(p) for p in PACKAGES}, "command": shlex.join(sys.orig_argv),
+            "repeats": opts.repeats, "subset": opts.subset}
+
+
+# ---------------------------------------------------------------------------------------------------- the driver ---
+
+def run_bench(workloads: Sequence[Workload], opts: Options, log: Callable[[str], None] = print) -> list[Row]:
+    rows = [Row(w) for w in workloads]
+    total, done = opts.repeats * len(rows), 0
+    for repeat in range(opts.repeats):  # interleaved: noise lands on every implementation alike
+        for row in rows:
+            try:
+                run = run_once(row.workload, repeat, opts)
+            except Exception as e:  # a harness bug in one run must not lose the others' figures
+                run = Run(row.workload.name, repeat, [], error=one_line(f"harness: {type(e).__name__}: {e}"))
+            row.runs.append(run)
+            done += 1
+            log(f"[{done}/{total}] {run.workload} #{repeat + 1}: {_run_summary(run)}")
+    return rows
+
+
+def _run_summary(run: Run) -> str:
+    if run.error or run.skipped:
+        return run.error or f"skipped: {run.skipped}"
+    return f"{run.seconds:.2f} s, acc {_fmt(run.accuracy, '.4f')}, RSS {run.rss_mb:.0f} MB"
+
+
+def write_outputs(rows: Sequence[Row], meta: dict, md_path: Path, json_path: Path) -> None:
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    md_path.write_text(markdown(rows, meta))
+    raw = {"meta": meta, "runs": [asdict(r) for row in rows for r in row.runs],
+           "summary": [dict(zip(HEADER, table_row(r, rows))) for r in rows]}
+    json_path.write_text(json.dumps(raw, indent=2) + "\n")
+
+
+def select(only: str | None) -> list[Workload]:
+    if not only:
+        return list(WORKLOADS)
+    wanted = {n.strip() for n in only.split(",") if n.strip()}
+    unknown = wanted - {w.name for w in WORKLOADS}
+    if unknown:
+        raise SystemExit(f"unknown workload(s) {sorted(unknown)}; choose from {[w.name for w in WORKLOADS]}")
+    return [w for w in WORKLOADS if w.name in wanted]  # keep the interleaving order, whatever order was asked
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--subset", type=int, default=None, help="pass --subset N to every workload (smoke tests)")
+    p.add_argument("--only", default=None, help="comma-separated: " + ",".join(w.name for w in WORKLOADS))
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the markdown report")
+    p.add_argument("--json-out", type=Path, default=None, help="raw results (default: <out folder>/out/bench.json)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds before one run is killed")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    workloads = select(args.only)
+    opts = Options(repeats=args.repeats, subset=args.subset, timeout=args.timeout)
+    meta = metadata(opts)
+    rows = run_bench(workloads, opts, log=lambda s: print(s, file=sys.stderr, flush=True))
+    json_path = args.json_out or args.out.parent / "out" / "bench.json"
+    write_outputs(rows, meta, args.out, json_path)
+    print(f"wrote {args.out} and {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
