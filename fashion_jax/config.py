@@ -52,7 +52,7 @@ class TrainConfig:
     min_delta: float = 0.0
     restore_best: bool = True
     checkpoint_every: int = 0  # extra mid-epoch checkpoints every N steps; 0 = at epoch ends only.
-    eval_batch_size: int = 1000
+    eval_batch_size: int = 200  # XLA:CPU runs the CNN forward ~2x faster per image at 100-250 than at 1000
     skip_nonfinite: int = 0  # tolerate up to N non-finite updates (optax.apply_if_finite).
     schedule: str = "constant"  # or "cosine" (decays to 0 over all planned steps)
 
