@@ -8,12 +8,17 @@ Two managers, because `best_fn` with `max_to_keep` would keep the best N and dro
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from fashion_jax import config as config_lib
@@ -23,11 +28,40 @@ log = logging.getLogger("fashion_jax")
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted or read; the message is one line."""
+    """A checkpoint that cannot be trusted, read or written; the message is one line."""
+
+
+class CheckpointMismatch(CheckpointError):
+    """An intact checkpoint of a run with other settings: older steps would not fit either, so no fallback."""
+
+
+# Test hook, used only by tests/test_reliability.py and experiments/soak_resume.py:
+# FASHION_JAX_TEST_SAVE_PAUSE="STEP:SECONDS" holds the finished save of checkpoints/STEP in its
+# *.orbax-checkpoint-tmp* folder for SECONDS before the atomic rename, so a test can SIGKILL a
+# process exactly while a save is in flight. Unset (always, outside tests), nothing changes.
+SAVE_PAUSE_ENV = "FASHION_JAX_TEST_SAVE_PAUSE"
+
+
+def _paused_rename_class() -> type | None:
+    raw = os.environ.get(SAVE_PAUSE_ENV)
+    if not raw:
+        return None
+    step, seconds = raw.split(":")
+    from orbax.checkpoint.path import atomicity
+
+    class PausedRename(atomicity.AtomicRenameTemporaryPath):
+        async def finalize(self):
+            if self.get_final().name == step:
+                await asyncio.sleep(float(seconds))
+            await super().finalize()
+
+    return PausedRename
 
 
 def refuse_symlinks(root: Path) -> None:
     """Tensorstore follows symlinked chunk files out of the tree, so a foreign tree with links is refused."""
+    if os.path.islink(root):
+        raise CheckpointError(f"{root}: checkpoint folder is a symlink; refusing to read it")
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             if os.path.islink(os.path.join(dirpath, name)):
@@ -35,68 +69,186 @@ def refuse_symlinks(root: Path) -> None:
 
 
 def abstract(tree: Any) -> Any:
-    """Shape/dtype/sharding target for restore; lets a GPU-saved checkpoint land on a CPU-only host."""
+    """Shape/dtype/sharding target for restore. Orbax then places each array as the target says
+    (this host's devices), not as the checkpoint's sharding metadata says (the writer's devices),
+    which is what lets a GPU-saved checkpoint load on a CPU-only host."""
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(directory: Path, keep: int, read_only: bool = False, test_hook: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True)
+        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
+        temporary_path_class=_paused_rename_class() if test_hook else None,
+        # Multi-process: the two managers (checkpoints/, best/) save concurrently (async) and Orbax
+        # syncs processes with barriers named by step; without a prefix their barriers collide
+        # ("Barrier ... is already ongoing") and the run dies or hangs.
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
     try:
         return ocp.CheckpointManager(directory.absolute(), options=options)
     except (OSError, ValueError) as err:
         raise CheckpointError(f"{directory}: cannot open checkpoints ({_brief(err)})") from None
 
 
+# What the user can act on, wherever Orbax or tensorstore buried it in a long message.
+_OS_CAUSES = re.compile(r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
+                        r"No such file or directory|Too many open files")
+
+
 def _brief(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    cause = _OS_CAUSES.search(str(err))
+    if cause:
+        return cause.group(0)
     text = str(err).strip().splitlines()
     return f"{err.__class__.__name__}: {text[0][:200]}" if text else err.__class__.__name__
 
 
+def _flat(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {"/".join(k): (tuple(v.shape), str(v.dtype)) for k, v in ocp.tree.to_flat_dict(tree).items()
+            if hasattr(v, "shape")}
+
+
+def check_tree(found: Any, expected: Any, what: str) -> None:
+    """Same leaves, shapes and dtypes, or CheckpointError naming the first difference.
+
+    Orbax refuses other shapes but silently casts other dtypes; a checkpoint that is not exactly
+    this model's is garbage to us, so both are refused before (and after) anything is read.
+    """
+    have, want = _flat(found), _flat(ocp.tree.serialize_tree(expected))
+    for key in sorted(set(have) | set(want)):
+        if have.get(key) != want.get(key):
+            show = lambda v: "missing" if v is None else f"{v[1]}{list(v[0])}"
+            raise CheckpointError(f"{what}: {key} is {show(have.get(key))} in the checkpoint, "
+                                  f"this model needs {show(want.get(key))}")
+
+
+def _local(x: Any) -> np.ndarray:
+    # On a multi-host mesh an array is not fully addressable; its first local shard is (replicated state).
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+
+
+def _check_finite(tree: Any, what: str) -> None:
+    # fit() never saves a non-finite state, so NaN/Inf in a checkpoint means damage or forgery.
+    for key, leaf in ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree)).items():
+        arr = _local(leaf)
+        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+            raise CheckpointError(f"{what}: {'/'.join(key)} holds NaN or Inf")
+
+
+def _json_copy(meta: dict) -> dict:
+    # Orbax may serialise in its background thread; the caller keeps mutating its history list.
+    return json.loads(json.dumps(meta))
+
+
 class RunCheckpoints:
-    """The latest and best checkpoints of one run, with fallback to the newest intact step."""
+    """The latest and best checkpoints of one run, with fallback to the newest intact step.
+
+    Every failure to write (disk full, read-only, vanished workdir) becomes a one-line CheckpointError.
+    """
 
     def __init__(self, workdir: Path, read_only: bool = False):
         self.workdir = Path(workdir)
-        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
+        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only, test_hook=True)
         self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
+        if not read_only:  # probes left by a process killed between their mkdir and rmdir
+            for folder in (self.workdir / "checkpoints", self.workdir / "best"):
+                for stale in folder.glob(f"{PROBE_PREFIX}*"):
+                    shutil.rmtree(stale, ignore_errors=True)
 
     def save_state(self, step: int, tree: Any, meta: dict) -> None:
-        self.latest.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+        self._save(self.latest, step, "state", tree, meta)
 
     def save_best(self, epoch: int, params: Any, meta: dict) -> None:
-        self.best.save(epoch, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(params), meta=ocp.args.JsonSave(meta)), force=True)
+        self._save(self.best, epoch, "params", params, meta)
 
-    def restore_state(self, target: Any) -> tuple[Any, dict] | None:
-        """The newest intact full state, or None when there is none yet."""
-        return _restore_newest(self.latest, "state", target)
+    def _save(self, manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict) -> None:
+        try:
+            _probe_writable(Path(manager.directory))
+            manager.save(step, args=ocp.args.Composite(
+                **{key: ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(_json_copy(meta))}), force=True)
+        except Exception as err:  # includes a failure of the previous async save, surfaced here
+            raise CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}") from None
 
-    def restore_best(self, target: Any) -> tuple[Any, dict] | None:
+    def restore_state(self, target: Any, validate: Callable[[int, Any, dict], None] | None = None
+                      ) -> tuple[Any, dict, int] | None:
+        """(tree, meta, step) of the newest intact full state, or None when there is none yet."""
+        return _restore_newest(self.latest, "state", target, validate)
+
+    def restore_best(self, target: Any) -> tuple[Any, dict, int] | None:
         return _restore_newest(self.best, "params", target)
 
+    def prune(self, latest_after: int, best_after: int) -> None:
+        """Delete latest steps > latest_after and best epochs > best_after (see resume.restore)."""
+        for manager, after in ((self.latest, latest_after), (self.best, best_after)):
+            for step in [s for s in manager.all_steps() if s > after]:
+                log.warning("removing %s/%d: it is newer than the state being resumed and will be rewritten",
+                            manager.directory, step)
+                manager.delete(step)
+
     def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        for manager in (self.latest, self.best):
+            try:
+                manager.wait_until_finished()
+            except Exception as err:
+                raise CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}") from None
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        """Finish pending saves and release threads; never raises (it runs while errors propagate)."""
+        for manager in (self.latest, self.best):
+            try:
+                manager.close()
+            except Exception as err:
+                log.warning("checkpoint in %s not finished (%s)", manager.directory, _brief(err))
 
 
-def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any) -> tuple[Any, dict] | None:
+PROBE_PREFIX = ".write-probe-"
+
+
+def _probe_writable(directory: Path) -> None:
+    """Make the mkdir Orbax's save starts with, here, in the foreground.
+
+    When Orbax's background save cannot create its tmp folder (read-only or forbidden folder), its
+    helper threads wait up to 5 minutes for a signal that never comes and keep the process alive
+    after the error. A folder that refuses this mkdir fails now, as one line, before Orbax starts.
+    """
+    probe = directory / f"{PROBE_PREFIX}{os.getpid()}"
+    try:
+        probe.mkdir()
+    except FileExistsError:
+        pass
+    probe.rmdir()
+
+
+def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any,
+                    validate: Callable[[int, Any, dict], None] | None = None) -> tuple[Any, dict, int] | None:
+    """Newest step that is intact and fits `target`; damaged steps are skipped with a warning.
+
+    A fresh manager lists the steps from disk (after a crash no in-process state is trusted), and
+    Orbax never lists an unfinished *.orbax-checkpoint-tmp* folder as a step.
+    """
     manager.wait_until_finished()
-    steps = sorted(manager.all_steps(), reverse=True)
     failures = []
-    for step in steps:
+    for step in sorted(manager.all_steps(), reverse=True):
         path = Path(manager.directory) / str(step)
         try:
             refuse_symlinks(path)
+            check_tree(ocp.StandardCheckpointHandler().metadata(path / key).tree, target, f"{path}")
             restored = manager.restore(step, args=ocp.args.Composite(
                 **{key: ocp.args.StandardRestore(abstract(target)), "meta": ocp.args.JsonRestore()}))
-            return restored[key], dict(restored["meta"])
+            tree, meta = restored[key], restored["meta"]
+            check_tree(ocp.tree.serialize_tree(tree), target, f"{path}")
+            _check_finite(tree, f"{path}")
+            if not isinstance(meta, dict):
+                raise CheckpointError(f"{path}: meta is not a JSON object")
+            if validate is not None:
+                validate(step, tree, meta)
+            return tree, dict(meta), step
+        except CheckpointMismatch as err:
+            raise CheckpointMismatch(f"{path}: {err}") from None
         except CheckpointError as err:
             failures.append(str(err))
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
@@ -107,15 +259,30 @@ def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any) -> tu
     return None
 
 
+# Settings a resume may change: how long to train, how often to save, and how evaluation is batched
+# (not a flag: its default may change between versions, and it only moves val metrics' last bits).
+# Anything else would silently make a different run than the one in the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "patience", "checkpoint_every", "eval_batch_size")
+
+
 def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
-    """A workdir of another model or shape is refused before any restore is attempted."""
+    """A workdir of another model or other settings is refused before any restore is attempted."""
     path = Path(workdir) / "config.json"
     if not path.exists():
+        if (Path(workdir) / "checkpoints").exists():
+            raise CheckpointError(f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir")
         return
     saved = config_lib.load_json(path)
     if saved.model != config.model:
-        raise CheckpointError(
+        raise CheckpointMismatch(
             f"{workdir} holds a {saved.model.name!r} run with another architecture; use another --workdir or --overwrite")
+    old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
+    changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
+    if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
+        changed.append("epochs (the cosine schedule spans all epochs)")
+    if changed:
+        raise CheckpointMismatch(f"{workdir} was trained with other settings ({', '.join(changed)}); resume with "
+                                 "the same flags, or use another --workdir or --overwrite")
 
 
 def save_weights(path: str | os.PathLike, params: Any) -> Path:
@@ -135,9 +302,14 @@ def load_weights(path: str | os.PathLike, like: Any) -> Any:
     refuse_symlinks(path)
     try:
         with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(path, abstract(like))
+            check_tree(ckptr.metadata(path).item_metadata.tree, like, str(path))
+            params = ckptr.restore(path, abstract(like))
+    except CheckpointError:
+        raise
     except Exception as err:
         raise CheckpointError(f"{path}: weights do not fit this model ({_brief(err)})") from None
+    _check_finite(params, str(path))
+    return params
 
 
 def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Path:
@@ -161,25 +333,25 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, Any, Any]:
     like = init_params(model, config.seed)
     if (path / "params").is_dir():
         return config, model, load_weights(path / "params", like)
-    for folder, key in (("best", "params"), ("checkpoints", "state")):
+    for folder in ("best", "checkpoints"):
         if (path / folder).is_dir():
             manager = _manager(path / folder, keep=1, read_only=True)
-            target = like if key == "params" else None
-            restored = _restore_newest(manager, key, target) if target is not None else _restore_params_only(manager, like)
+            try:
+                restored = (_restore_newest(manager, "params", like) if folder == "best"
+                            else _restore_params_only(manager, config, like))
+            finally:
+                manager.close()
             if restored is not None:
                 return config, model, restored[0]
     raise CheckpointError(f"{path}: no saved params (no params/, best/ or checkpoints/)")
 
 
-def _restore_params_only(manager: ocp.CheckpointManager, like: Any) -> tuple[Any, dict] | None:
-    """Params from a full-state checkpoint without knowing the optimizer's state structure."""
-    for step in sorted(manager.all_steps(), reverse=True):
-        try:
-            refuse_symlinks(Path(manager.directory) / str(step))
-            tree = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
-            params = jax.tree.map(lambda ref, x: jax.numpy.asarray(x, ref.dtype).reshape(ref.shape),
-                                  like, tree["state"]["params"])
-            return params, dict(tree["meta"])
-        except Exception as err:
-            log.warning("checkpoint step %s unreadable (%s)", step, _brief(err))
-    return None
+def _restore_params_only(manager: ocp.CheckpointManager, config: TrainConfig, like: Any) -> tuple[Any, dict, int] | None:
+    """Params from a full-state checkpoint: the whole state is restored against a template built
+    from config.json (never reshaped to fit), then only its params are kept."""
+    from fashion_jax import steps
+    from fashion_jax.optim import make_optimizer
+
+    target = {"train": steps.create_train_state(like, make_optimizer(config, 1)), "acc": steps.epoch_accumulator(0)}
+    restored = _restore_newest(manager, "state", target)
+    return None if restored is None else (restored[0]["train"].params, restored[1], restored[2])

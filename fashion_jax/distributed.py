@@ -4,6 +4,15 @@ The train step does not change: XLA partitions the same jitted program once the 
 `data`-axis sharding and everything else is replicated; the gradient all-reduce follows from that.
 Across hosts, `jax.distributed.initialize` joins the processes into one set of global devices and
 every process runs the same program; each device gathers only its slice of the global batch.
+On CPU the cross-process collectives are Gloo over TCP (JAX's default, `jax_cpu_collectives_implementation`).
+
+Multi-process rules the fit loop follows: every process loads the same data and derives the same
+order from the seed (on its own CPU device: `jax.local_devices(backend="cpu")`, never `jax.devices()`,
+whose first device belongs to process 0); every process calls the Orbax saves (each writes its
+shards, process 0 the metadata); only process 0 (`is_leader`) writes config.json, history, plots
+and result.json; the workdir is shared (the same path on every host, on a shared filesystem);
+`barrier` orders the leader's writes against the other processes' reads of the workdir, and
+`any_process` turns a local decision (a signal) into one that all processes take at the same step.
 """
 from __future__ import annotations
 
@@ -13,26 +22,91 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fashion_jax.config import ConfigError
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
+ENV_INIT_TIMEOUT = "FASHION_JAX_INIT_TIMEOUT"  # seconds to wait for every process to join (default 300)
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None) -> bool:
-    """Join a multi-host run when flags or the standard JAX_* variables ask for one; True if joined."""
+               process_id: int | None = None, timeout_s: int | None = None) -> bool:
+    """Join a multi-host run when flags or the standard JAX_* variables ask for one; True if joined.
+
+    Flags win over the variables. Must run before anything touches a JAX device. A process that
+    cannot reach the coordinator within `timeout_s` (default $FASHION_JAX_INIT_TIMEOUT or 300) is
+    aborted by JAX itself; that cannot be caught here.
+    """
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
     if not coordinator:
+        if num_processes is not None or process_id is not None:
+            raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT "
+                              f"(or ${ENV_COORDINATOR})")
         return False
-    num_processes = num_processes if num_processes is not None else int(os.environ.get(ENV_NUM_PROCESSES, "0") or 0)
-    process_id = process_id if process_id is not None else int(os.environ.get(ENV_PROCESS_ID, "-1"))
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--coordinator must be HOST:PORT (the address of process 0), got {coordinator!r}")
+    num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES, 0)
+    process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID, -1)
     if num_processes < 1 or not 0 <= process_id < num_processes:
         raise ConfigError(f"multi-host needs --num-processes >= 1 and 0 <= --process-id < it; "
                           f"got {num_processes} and {process_id}")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+    if jax.distributed.is_initialized():
+        if (jax.process_count(), jax.process_index()) != (num_processes, process_id):
+            raise ConfigError(f"jax.distributed is already initialized as process {jax.process_index()} "
+                              f"of {jax.process_count()}")
+        return True
+    timeout_s = timeout_s if timeout_s is not None else _env_int(ENV_INIT_TIMEOUT, 300)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, initialization_timeout=timeout_s)
+    except RuntimeError as err:  # e.g. JAX's backends already started (an unreachable coordinator aborts)
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else err.__class__.__name__
+        raise ConfigError(f"cannot join the {num_processes}-process run at {coordinator} as process "
+                          f"{process_id}: {first}") from None
     return True
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"${name} must be an integer, got {value!r}") from None
+
+
+def barrier(name: str) -> None:
+    """Every process waits here until all have arrived; a no-op in a single-process run.
+
+    `name` must be the same string, reached in the same order, on every process.
+    """
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"fashion_jax:{name}")
+
+
+def any_process(flag: bool) -> bool:
+    """True on every process when `flag` is True on any one; `flag` itself in a single-process run.
+
+    For decisions that must be the same everywhere, such as stopping after a SIGTERM that reached
+    only some processes: a process that stops alone leaves the others waiting in a collective.
+    Every process must call it at the same point (it is a collective).
+    """
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)]))))
+
+
+def to_host(tree: Any) -> Any:
+    """NumPy copies of a tree of arrays that may span other processes' devices (replicated or sharded)."""
+    def get(x):
+        if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+            return np.asarray(jax.device_get(x))
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return jax.tree.map(get, tree)
 
 
 def is_leader() -> bool:
@@ -69,11 +143,18 @@ def _put_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 
 def placement(devices: int | None, batch_size: int) -> Placement:
-    """All devices JAX finds by default (None), or the first `devices`; 1 means no mesh."""
+    """All devices JAX finds by default (None), or the first `devices`; 1 means no mesh.
+
+    In a multi-process run the mesh spans every device of every process, so `devices` may only
+    be None or that global count.
+    """
     available = jax.devices()
     count = len(available) if devices is None else devices
     if count < 1 or count > len(available):
-        raise ConfigError(f"--devices must be between 1 and {len(available)}, got {count}")
+        raise ConfigError(f"--devices must be between 1 and {len(available)} (the devices JAX found), got {count}")
+    if jax.process_count() > 1 and count != len(available):
+        raise ConfigError(f"--devices {count}: a {jax.process_count()}-process run uses all {len(available)} "
+                          f"devices of all processes; leave --devices out")
     if count == 1:
         return Placement()
     if batch_size % count:

@@ -8,6 +8,7 @@ computation as an uninterrupted one, bit for bit on CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
 import resource
 import shutil
 import time
@@ -25,22 +26,12 @@ from fashion_jax import data as data_lib
 from fashion_jax import distributed
 from fashion_jax import early_stopping as es
 from fashion_jax import history as history_lib
+from fashion_jax import resume as resume_lib
 from fashion_jax import steps
 from fashion_jax.config import TrainConfig
 from fashion_jax.models import build_model, init_params, is_convolutional
 from fashion_jax.optim import make_optimizer
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or Inf; the message names the epoch and step."""
-
-
-class TrainingInterrupted(RuntimeError):
-    """A stop was requested (SIGINT/SIGTERM); the state was saved first."""
-
-
-class WorkdirError(RuntimeError):
-    """The workdir cannot be used as asked; the message is one line."""
+from fashion_jax.resume import NonFiniteLossError, TrainingInterrupted, WorkdirError  # noqa: F401 (API)
 
 
 @dataclass
@@ -72,22 +63,39 @@ def stop_rule(config: TrainConfig) -> es.StopRule:
 
 def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
     """Refuse to clobber a previous run unless asked; never delete anything that is not ours."""
-    has_run = (workdir / "config.json").exists() or (workdir / "checkpoints").exists()
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"{workdir} is a file, not a folder")
+    has_run = any((workdir / name).exists() for name in ("config.json", "checkpoints", "best"))
     if has_run and overwrite:
-        for name in ("checkpoints", "best"):
-            shutil.rmtree(workdir / name, ignore_errors=True)
-        for name in ("config.json", "history.jsonl", "result.json", "curves.png"):
-            (workdir / name).unlink(missing_ok=True)
+        _check_ours(workdir)
     elif has_run and not resume:
         raise WorkdirError(f"{workdir} already holds a run; pass --resume to continue it or --overwrite to replace it")
     elif resume:
         ckpt.check_workdir_config(workdir, config)
+    # Multi-process (shared workdir): every process has read the workdir before the leader changes it,
+    # and none goes on before the leader is done. Both barriers are no-ops in a single process.
+    distributed.barrier("prepare_workdir:checked")
     try:
-        workdir.mkdir(parents=True, exist_ok=True)
         if distributed.is_leader():
+            if has_run and overwrite:
+                for name in ("checkpoints", "best"):
+                    shutil.rmtree(workdir / name, ignore_errors=True)
+                for name in ("config.json", "history.jsonl", "result.json", "curves.png"):
+                    (workdir / name).unlink(missing_ok=True)
+            workdir.mkdir(parents=True, exist_ok=True)
             config_lib.save_json(config, workdir / "config.json")
     except OSError as err:
         raise WorkdirError(f"{workdir}: cannot write ({err.strerror or err})") from None
+    finally:
+        distributed.barrier("prepare_workdir:ready")
+
+
+def _check_ours(workdir: Path) -> None:
+    """--overwrite deletes checkpoints/ and best/; only when config.json proves they are ours."""
+    try:
+        config_lib.load_json(workdir / "config.json")
+    except config_lib.ConfigError as err:
+        raise WorkdirError(f"{workdir}: not a fashion_jax workdir ({err}); refusing to delete anything in it") from None
 
 
 def peak_rss_mb() -> float:
@@ -100,13 +108,15 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     """Train `config.model` on `data.train_*`, validating on `data.val_*` each epoch."""
     t_start = time.perf_counter()
     config = config_lib.validate(config)
+    if jax.process_count() > 1:  # a signal may reach one process only, or each at another step:
+        local_stop = should_stop  # every process must stop (and save) at the same step, or none
+        should_stop = lambda: distributed.any_process(local_stop())  # noqa: E731 (a collective)
     place = distributed.placement(devices, config.batch_size)
     leader = distributed.is_leader()
     workdir = Path(workdir)
+    data_lib.check_dataset(data)
     prepare_workdir(workdir, config, resume, overwrite)
     n_train = int(data.train_x.shape[0])
-    if n_train == 0:
-        raise data_lib.DataError("training set is empty")
     put = place.replicate
     train_x, train_y = put(data.train_x), put(data.train_y.astype(np.int32))
     val_x, val_y = put(data.val_x), put(data.val_y.astype(np.int32))
@@ -116,74 +126,71 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     tx = make_optimizer(config, config.epochs * steps_per_epoch)
     state = put(steps.create_train_state(init_params(model, config.seed), tx))
     acc = put(steps.epoch_accumulator(n_train))
-    rule, stop = stop_rule(config), es.StopState()
-    history: list[dict] = []
-    epoch = 0
+    rule = stop_rule(config)
+    pos = resume_lib.Position(epoch=0, history=[], stop=es.StopState())
     checkpoints = ckpt.RunCheckpoints(workdir)
-    if resume:
-        restored = checkpoints.restore_state({"train": state, "acc": acc})
-        if restored is not None:
-            tree, meta = restored
-            state, epoch, history = tree["train"], int(meta["epoch"]), list(meta["history"])
-            state, acc = put(state), put(tree["acc"]) if meta["mid_epoch"] else acc
-            stop = es.StopState.from_dict(meta["stop"])
-            if leader:
-                history_lib.write_history(workdir / "history.jsonl", history)
-
-    t_compile = time.perf_counter()
-    order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
-    k = steps.steps_per_call(is_convolutional(model), jax.default_backend(), steps_per_epoch)
-    stepper = steps.Stepper(model, tx, config.seed, config.batch_size, steps_per_epoch, k,
-                            (state, acc, order0, train_x, train_y), place.constrain_batch)
-    stepper.warm()
-    eval_step = steps.make_eval_step(model, config.eval_batch_size)
-    compile_seconds = time.perf_counter() - t_compile
-
-    def save(mid_epoch: bool) -> None:
-        meta = {"epoch": epoch, "mid_epoch": mid_epoch, "history": history, "stop": stop.to_dict()}
-        checkpoints.save_state(host_step, {"train": state, "acc": acc}, meta)
-
-    epoch_seconds: list[float] = []
-    host_step = int(state.step)  # mirrors state.step without a device sync per step
+    saver = resume_lib.Saver(checkpoints, workdir, n_train=n_train, batch_size=config.batch_size,
+                             steps_per_epoch=steps_per_epoch, skip_nonfinite=config.skip_nonfinite)
     try:
-        while epoch < config.epochs and not stop.should_stop:
-            t_epoch = time.perf_counter()
+        if resume:
+            restored = resume_lib.restore(checkpoints, state, acc, n_train=n_train, batch_size=config.batch_size,
+                                          steps_per_epoch=steps_per_epoch)
+            if restored is not None:
+                state, acc, pos = put(restored[0]), put(restored[1]), restored[2]
+            if leader:  # history.jsonl may be ahead of the checkpoint it came with; the checkpoint wins
+                history_lib.write_history(workdir / "history.jsonl", pos.history)
+
+        t_compile = time.perf_counter()
+        order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
+        k = steps.steps_per_call(is_convolutional(model), jax.default_backend(), steps_per_epoch)
+        stepper = steps.Stepper(model, tx, config.seed, config.batch_size, steps_per_epoch, k,
+                                (state, acc, order0, train_x, train_y), place.constrain_batch)
+        stepper.warm()
+        eval_step = steps.make_eval_step(model, config.eval_batch_size)
+        compile_seconds = time.perf_counter() - t_compile
+
+        epoch_seconds: list[float] = []
+        host_step = int(state.step)  # mirrors state.step without a device sync per step
+        while pos.epoch < config.epochs and not pos.stop.should_stop:
+            t_epoch, epoch = time.perf_counter(), pos.epoch
             order = put(steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size))
-            bar = tqdm(total=steps_per_epoch, initial=int(acc["pos"]), desc=f"epoch {epoch + 1}/{config.epochs}",
+            at = int(acc["pos"])
+            bar = tqdm(total=steps_per_epoch, initial=at, desc=f"epoch {epoch + 1}/{config.epochs}",
                        disable=not progress, leave=False, mininterval=0.5)
-            for n in stepper.plan(int(acc["pos"])):
+            for n in stepper.plan(at):
                 state, acc, _ = stepper.compiled(n)(state, acc, order, train_x, train_y)
-                host_step += n
+                host_step, at = host_step + n, at + n
                 bar.update(n)
                 crossed = config.checkpoint_every and (host_step // config.checkpoint_every
                                                        != (host_step - n) // config.checkpoint_every)
-                if should_stop() or crossed:
-                    check_finite(acc, epoch)
-                    save(mid_epoch=True)
+                # At the epoch's last step the epoch-end save below covers it (same step number).
+                if at < steps_per_epoch and (should_stop() or crossed):
+                    saver.save_state(host_step, state, acc, pos, mid_epoch=True)
                     if should_stop():
-                        checkpoints.wait()
-                        raise TrainingInterrupted(f"stopped at epoch {epoch + 1}, step {host_step}; "
-                                                  f"resume with --resume --workdir {workdir}")
+                        _interrupted(checkpoints, workdir, epoch, host_step)
             bar.close()
-            check_finite(acc, epoch)
+            resume_lib.check_finite(state, acc, epoch, steps_per_epoch, config.skip_nonfinite)
             sums = jax.device_get({k: acc[k] for k in ("loss_sum", "correct", "count")})
             val = steps.evaluate(eval_step, state.params, val_x, val_y, config.eval_batch_size)
             row = {"epoch": epoch + 1, "loss": float(sums["loss_sum"]) / int(sums["count"]),
                    "accuracy": int(sums["correct"]) / int(sums["count"]),
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
-            history.append(row)
-            previous_best = stop.best_epoch
-            stop = es.update(rule, stop, epoch, row)
-            if stop.best_epoch != previous_best:
-                checkpoints.save_best(epoch + 1, state.params, {"epoch": epoch + 1, rule.monitor: row[rule.monitor]})
-            epoch += 1
+            resume_lib.check_epoch_means(row, epoch, config.skip_nonfinite)
+            previous_best = pos.stop.best_epoch
+            pos.stop = es.update(rule, pos.stop, epoch, row)
+            pos.history.append(row)
+            if pos.stop.best_epoch != previous_best:
+                saver.save_best(epoch + 1, state, acc, {"epoch": epoch + 1, rule.monitor: row[rule.monitor]})
+            pos.epoch += 1
             acc = put(steps.epoch_accumulator(n_train))
-            save(mid_epoch=False)
-            if leader:
-                history_lib.write_history(workdir / "history.jsonl", history)
+            saver.save_state(host_step, state, acc, pos, mid_epoch=False)
+            if leader:  # after the save is issued: a kill in between leaves history ahead, fixed on resume
+                history_lib.write_history(workdir / "history.jsonl", pos.history)
             epoch_seconds.append(time.perf_counter() - t_epoch)
             if progress:
                 tqdm.write(_format_row(row, epoch_seconds[-1]))
+            if should_stop() and pos.epoch < config.epochs and not pos.stop.should_stop:
+                _interrupted(checkpoints, workdir, epoch, host_step)
         checkpoints.wait()
         params = state.params
         best = checkpoints.restore_best(state.params) if rule.restore_best else None
@@ -191,15 +198,15 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             params = best[0]
     finally:
         checkpoints.close()
-    return _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
+    return _finish(config, data, workdir, model, eval_step, params, pos.history, pos.stop, t_start,
                    compile_seconds, epoch_seconds, put)
 
 
-def check_finite(acc: dict, epoch: int) -> None:
-    bad = int(acc["first_bad_step"])
-    if bad >= 0:
-        raise NonFiniteLossError(f"non-finite loss at epoch {epoch + 1}, step {bad + 1}; "
-                                 "the last good and best checkpoints are kept; lower --learning-rate")
+def _interrupted(checkpoints: ckpt.RunCheckpoints, workdir: Path, epoch: int, step: int) -> None:
+    checkpoints.wait()  # the stop is only safe once the state is on disk
+    err = TrainingInterrupted(f"stopped in epoch {epoch + 1} at step {step}; the state is saved in {workdir}")
+    err.workdir, err.step = str(workdir), step
+    raise err
 
 
 def _format_row(row: dict, seconds: float) -> str:
@@ -225,6 +232,8 @@ def _finish(config, data, workdir, model, eval_step, params, history, stop, t_st
         workdir=str(workdir), seconds=time.perf_counter() - t_start, compile_seconds=compile_seconds,
         epoch_seconds=epoch_seconds, stopped_early=stop.should_stop, peak_rss_mb=peak_rss_mb(),
         history=history, params=params)
-    import json
-    (workdir / "result.json").write_text(json.dumps(result.summary(), indent=2) + "\n")
+    if leader:  # atomic, like every file in the workdir: a kill never leaves half a result
+        tmp = workdir / "result.json.tmp"
+        tmp.write_text(json.dumps(result.summary(), indent=2) + "\n")
+        tmp.replace(workdir / "result.json")
     return result

@@ -1,0 +1,202 @@
+"""What makes a killed run resumable bit for bit: guarded saves, checked restores, one fingerprint.
+
+fit() saves `{"train": TrainState, "acc": running sums}` plus JSON meta through `Saver` and gets it
+back through `restore`. The rules, each one learned the hard way (see docs/RELIABILITY.md):
+  - never save a non-finite state: check the loss flag and the arrays before every save;
+  - never save into a workdir that vanished (Orbax would quietly recreate half of it);
+  - a checkpoint must agree with this run (rows, batch size, step arithmetic) or it is not ours;
+  - after a restore, steps "from the future" (best/ written before the latest state was, or newer
+    latest steps that failed to restore) are deleted, because the resumed run writes them again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fashion_jax import checkpoint as ckpt
+from fashion_jax import distributed
+from fashion_jax import early_stopping as es
+
+log = logging.getLogger("fashion_jax")
+META_FORMAT = 1  # bump when the meta keys change; an unknown format is refused, not guessed at
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or Inf; the message names the epoch and step."""
+
+
+class TrainingInterrupted(RuntimeError):
+    """A stop was requested (SIGINT/SIGTERM); the state was saved first."""
+
+
+class WorkdirError(RuntimeError):
+    """The workdir cannot be used as asked; the message is one line."""
+
+
+@dataclass
+class Position:
+    """Everything about where a run is, apart from the arrays."""
+    epoch: int  # completed epochs
+    history: list[dict]
+    stop: es.StopState
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def check_finite(state: Any, acc: dict, epoch: int, steps_per_epoch: int, skip_nonfinite: int) -> None:
+    """Raise NonFiniteLossError unless the state is safe to keep training from and to save.
+
+    Without skipping, the first non-finite batch loss stops the run (the step records it on the
+    device, so this costs one scalar read). With --skip-nonfinite N, optax.apply_if_finite drops
+    bad updates and only gives up (applying NaN) after N in a row, so the arrays are what we check.
+    """
+    first_bad = int(acc["first_bad_step"])
+    where = lambda g: f"epoch {g // steps_per_epoch + 1}, step {g % steps_per_epoch + 1} (global step {g + 1})"
+    if first_bad >= 0 and skip_nonfinite == 0:
+        raise NonFiniteLossError(f"non-finite loss at {where(first_bad)}; the last good and best checkpoints "
+                                 "are kept; lower --learning-rate or pass --skip-nonfinite N")
+    if not bool(_all_finite(state)):
+        first = f", first bad loss at {where(first_bad)}" if first_bad >= 0 else ""
+        raise NonFiniteLossError(f"non-finite parameters in epoch {epoch + 1} (more than {skip_nonfinite} "
+                                 f"non-finite updates in a row{first}); the last good and best checkpoints are "
+                                 "kept; lower --learning-rate")
+
+
+def check_epoch_means(row: dict, epoch: int, skip_nonfinite: int) -> None:
+    """Every batch loss can be finite while the epoch's float32 sums overflow (a diverged model:
+    losses near 1e37). Such a row would poison history.jsonl and the best-epoch choice, so stop.
+    With --skip-nonfinite the training sum also holds the skipped batches' NaN (steps.py adds
+    every batch to it), so only val_loss is judged then."""
+    keys = ("val_loss",) if skip_nonfinite else ("loss", "val_loss")
+    bad = [k for k in keys if not math.isfinite(row[k])]
+    if bad:
+        raise NonFiniteLossError(f"non-finite {' and '.join(bad)} over epoch {epoch + 1} (the model diverged); "
+                                 "the last good and best checkpoints are kept; lower --learning-rate")
+
+
+class Saver:
+    """The only way fit() writes checkpoints: every save is checked first (see module doc)."""
+
+    def __init__(self, checkpoints: ckpt.RunCheckpoints, workdir: Path, *, n_train: int, batch_size: int,
+                 steps_per_epoch: int, skip_nonfinite: int):
+        self.checkpoints, self.workdir = checkpoints, Path(workdir)
+        self.n_train, self.batch_size, self.steps_per_epoch = n_train, batch_size, steps_per_epoch
+        self.skip_nonfinite = skip_nonfinite
+
+    def _check(self, state: Any, acc: dict, epoch: int) -> None:
+        # Only process 0 writes config.json (another host may not share the folder); all check the folder.
+        marker = self.workdir / "config.json" if distributed.is_leader() else self.workdir
+        if not marker.exists():
+            raise WorkdirError(f"{self.workdir}: the workdir (or its config.json) disappeared during training; "
+                               "nothing more was written")
+        check_finite(state, acc, epoch, self.steps_per_epoch, self.skip_nonfinite)
+
+    def save_state(self, step: int, state: Any, acc: dict, pos: Position, mid_epoch: bool) -> None:
+        """Full state after `step` steps; `pos.epoch` completed epochs (the current one is running if mid_epoch)."""
+        self._check(state, acc, pos.epoch)
+        meta = {"format": META_FORMAT, "epoch": pos.epoch, "mid_epoch": mid_epoch, "history": pos.history,
+                "stop": pos.stop.to_dict(), "n_train": self.n_train, "batch_size": self.batch_size}
+        self.checkpoints.save_state(step, {"train": state, "acc": acc}, meta)
+
+    def save_best(self, epoch: int, state: Any, acc: dict, meta: dict) -> None:
+        self._check(state, acc, epoch - 1)
+        self.checkpoints.save_best(epoch, state.params, meta)
+
+
+def restore(checkpoints: ckpt.RunCheckpoints, state: Any, acc: dict, *, n_train: int, batch_size: int,
+            steps_per_epoch: int) -> tuple[Any, dict, Position] | None:
+    """(state, acc, position) from the newest intact checkpoint, or None when there is none.
+
+    `state` and `acc` are freshly initialised templates: they give the abstract restore target
+    (shapes, dtypes and this host's shardings) and the acc used when the checkpoint is at an
+    epoch boundary.
+    """
+
+    def validate(step: int, tree: Any, meta: dict) -> None:
+        _check_meta(step, tree, meta, n_train=n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
+
+    restored = checkpoints.restore_state({"train": state, "acc": acc}, validate=validate)
+    if restored is None:
+        checkpoints.prune(latest_after=-1, best_after=0)  # nothing to resume: a half-run's best/ is stale
+        return None
+    tree, meta, step = restored
+    position = Position(epoch=int(meta["epoch"]), history=list(meta["history"]),
+                        stop=es.StopState.from_dict(meta["stop"]))
+    # The resumed run rewrites any step after this one; stale copies would block those saves.
+    checkpoints.prune(latest_after=step, best_after=position.epoch)
+    return tree["train"], tree["acc"] if meta["mid_epoch"] else acc, position
+
+
+def _check_meta(step: int, tree: Any, meta: dict, *, n_train: int, batch_size: int, steps_per_epoch: int) -> None:
+    """Refuse a checkpoint that does not describe this run: mismatches the user caused raise
+    CheckpointMismatch (no point trying older steps); internal inconsistencies mean damage."""
+    try:
+        if meta.get("format") != META_FORMAT:
+            raise ckpt.CheckpointError(f"step {step}: unknown checkpoint format {meta.get('format')!r}")
+        if (meta["n_train"], meta["batch_size"]) != (n_train, batch_size):
+            raise ckpt.CheckpointMismatch(
+                f"the checkpoint was written for {meta['n_train']} training rows in batches of {meta['batch_size']}, "
+                f"this run has {n_train} in batches of {batch_size}; resume with the same --subset and "
+                "--batch-size, or pass --overwrite")
+        epoch, mid, history = int(meta["epoch"]), bool(meta["mid_epoch"]), meta["history"]
+        es.StopState.from_dict(meta["stop"])
+        pos, saved_step, n = int(tree["acc"]["pos"]), int(tree["train"].step), int(tree["acc"]["n"])
+    except ckpt.CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise ckpt.CheckpointError(f"step {step}: meta is not ours ({err.__class__.__name__}: {err})") from None
+    expected = epoch * steps_per_epoch + (pos if mid else 0)
+    if not (isinstance(history, list) and len(history) == epoch and all(isinstance(r, dict) for r in history)
+            and n == n_train
+            and 0 <= pos <= steps_per_epoch and saved_step == step == expected):
+        raise ckpt.CheckpointError(f"step {step}: counters disagree (epoch {epoch}, position {pos}, "
+                                   f"saved step {saved_step}, {len(history)} history rows)")
+
+
+def fingerprint(workdir: str | Path) -> dict[str, Any]:
+    """SHA-256 of everything a run leaves that must not depend on interruptions: the best params,
+    the newest full state (params, optimizer, counters), history.jsonl and result.json's metrics.
+    Two runs are bitwise identical exactly when their fingerprints are equal."""
+    import orbax.checkpoint as ocp
+
+    workdir = Path(workdir)
+
+    def digest_tree(folder: Path) -> str | None:
+        steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True) if folder.is_dir() else []
+        if not steps:
+            return None
+        h = hashlib.sha256(str(steps[0]).encode())
+        item = next(p for p in (folder / str(steps[0])).iterdir() if p.name in ("state", "params"))
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                ocp.StandardCheckpointHandler().metadata(item).tree)
+        with ocp.PyTreeCheckpointer() as reader:  # numpy arrays: no devices, no sharding metadata needed
+            tree = reader.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            arr = np.asarray(leaf)
+            h.update(f"{jax.tree_util.keystr(path)}:{arr.dtype}:{arr.shape}".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
+
+    result_path = workdir / "result.json"
+    metrics = None
+    if result_path.is_file():
+        raw = json.loads(result_path.read_text())
+        metrics = {k: raw.get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "val_loss",
+                                           "test_accuracy", "test_loss", "stopped_early")}
+    history = workdir / "history.jsonl"
+    return {"best": digest_tree(workdir / "best"), "latest": digest_tree(workdir / "checkpoints"),
+            "history": hashlib.sha256(history.read_bytes()).hexdigest() if history.is_file() else None,
+            "result": metrics}
