@@ -95,8 +95,11 @@ def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int,
         params = optax.apply_updates(state.params, updates)
         count = jnp.sum(mask.astype(jnp.int32))
         bad = ~jnp.isfinite(loss)
-        acc = {**acc, "pos": acc["pos"] + 1, "loss_sum": acc["loss_sum"] + loss_sum,
-               "correct": acc["correct"] + correct, "count": acc["count"] + count,
+        # A non-finite batch stays out of the epoch's means (it is recorded in first_bad_step), so
+        # with --skip-nonfinite the logged training loss describes the updates actually applied.
+        keep = lambda x: jnp.where(bad, jnp.zeros_like(x), x)
+        acc = {**acc, "pos": acc["pos"] + 1, "loss_sum": acc["loss_sum"] + keep(loss_sum),
+               "correct": acc["correct"] + keep(correct), "count": acc["count"] + keep(count),
                "first_bad_step": jnp.where((acc["first_bad_step"] < 0) & bad, state.step, acc["first_bad_step"])}
         state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
         return state, acc, {"loss": loss, "accuracy": correct / jnp.maximum(count, 1)}

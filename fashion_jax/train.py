@@ -172,8 +172,9 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             resume_lib.check_finite(state, acc, epoch, steps_per_epoch, config.skip_nonfinite)
             sums = jax.device_get({k: acc[k] for k in ("loss_sum", "correct", "count")})
             val = steps.evaluate(eval_step, state.params, val_x, val_y, config.eval_batch_size)
-            row = {"epoch": epoch + 1, "loss": float(sums["loss_sum"]) / int(sums["count"]),
-                   "accuracy": int(sums["correct"]) / int(sums["count"]),
+            count = int(sums["count"]) or float("nan")  # every batch skipped: no mean to report
+            row = {"epoch": epoch + 1, "loss": float(sums["loss_sum"]) / count,
+                   "accuracy": int(sums["correct"]) / count,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"]}
             resume_lib.check_epoch_means(row, epoch, config.skip_nonfinite)
             previous_best = pos.stop.best_epoch

@@ -415,8 +415,6 @@ def test_skip_nonfinite_survives_occasional_bad_batches(data, tmp_path, nan_grad
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
 
 
-@pytest.mark.xfail(reason="steps.py adds every batch loss to the epoch sum; skipped batches make the history "
-                          "loss NaN until the step masks them (see docs/RELIABILITY.md)", strict=False)
 def test_skip_nonfinite_keeps_the_history_loss_meaningful(data, tmp_path, nan_gradients, monkeypatch):
     result = fit(dataclasses.replace(CONFIG, skip_nonfinite=2), with_bad_label(data, monkeypatch), tmp_path / "run",
                  progress=False)
