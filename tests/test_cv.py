@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import require_real_data
+
 from fashion_jax import cv, data, steps
 from fashion_jax.config import ModelConfig, TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
@@ -22,8 +24,7 @@ REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture(scope="module")
 def real_train() -> tuple[np.ndarray, np.ndarray]:
-    if not all(data.find_file(REAL_DIR, n) for pair in data.FILES.values() for n in pair):
-        pytest.skip(f"real Fashion-MNIST not in {REAL_DIR}; apt-get install -y dataset-fashion-mnist")
+    require_real_data(system_dir_only=True)
     return data.load_split("train", REAL_DIR)
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_real_data
+
 from fashion_jax import data
 from fashion_jax.data import (
     CLASS_NAMES,
@@ -82,8 +84,7 @@ def no_data(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def real() -> FashionMNIST:
-    if not all(data.find_file(REAL_DIR, n) for pair in FILES.values() for n in pair):
-        pytest.skip(f"real Fashion-MNIST not in {REAL_DIR}; apt-get install -y dataset-fashion-mnist")
+    require_real_data(system_dir_only=True)
     return load_dataset(REAL_DIR)
 
 

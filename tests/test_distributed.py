@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_real_data
+
 from fashion_jax import distributed
 from fashion_jax.config import ConfigError
 
@@ -38,12 +40,9 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def tiny_dir(tmp_path_factory) -> Path:
     """640 train rows (512 train / 128 val after the split) and 200 test rows of the real data."""
     from fashion_jax.data import FILES, load_split
-    from fashion_jax.idx import DataError
 
-    try:
-        splits = {split: load_split(split) for split in FILES}
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
+    require_real_data()
+    splits = {split: load_split(split) for split in FILES}
     folder = tmp_path_factory.mktemp("tiny-fashion")
     for split, n in (("train", 640), ("test", 200)):
         x, y = splits[split]

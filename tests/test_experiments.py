@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fashion_jax.data import FILES, SYSTEM_DIR, find_file
+from conftest import require_real_data
+
 
 pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,8 +21,7 @@ HEADER = "| section | what we ran | our number | chapter's / Keras's number | se
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    if not all(find_file(SYSTEM_DIR, n) for pair in FILES.values() for n in pair):
-        pytest.skip(f"real Fashion-MNIST not in {SYSTEM_DIR}; apt-get install -y dataset-fashion-mnist")
+    require_real_data(system_dir_only=True)
     out_dir = tmp_path_factory.mktemp("experiments")
     proc = subprocess.run([sys.executable, str(RUN_ALL), "--quick", "--only", ",".join(SECTIONS),
                            "--out-dir", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_real_data
+
 from fashion_jax.checkpoint import SAVE_PAUSE_ENV
-from fashion_jax.data import resolve_source
-from fashion_jax.idx import DataError
 from fashion_jax.resume import fingerprint
 
 pytestmark = pytest.mark.slow  # about 10 training processes; `make test` runs them
@@ -80,10 +80,7 @@ def sigkill(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
     """The uninterrupted run's fingerprint."""
-    try:
-        resolve_source()
-    except DataError as err:
-        pytest.skip(f"real Fashion-MNIST not available: {err}")
+    require_real_data()
     workdir = tmp_path_factory.mktemp("reference") / "run"
     done = subprocess.run(command(workdir), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-2000:]
