@@ -6,6 +6,7 @@ order comes from jax.random.fold_in keys like every other random choice in the p
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import os
 from collections.abc import Iterator
@@ -304,20 +305,50 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
         return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
 
 
+class EpochOrders:
+    """`epoch_order(n, seed, e)` for epochs e < epochs, each computed in a background thread while
+    the epoch before it trains (it is a pure function of (seed, epoch), so only the time changes)."""
+
+    def __init__(self, n: int, seed: int, epochs: int):
+        self._n, self._seed, self._epochs = n, seed, epochs
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="epoch-order")
+        self._next: dict[int, concurrent.futures.Future] = {}
+
+    def get(self, epoch: int) -> np.ndarray:
+        pending = self._next.pop(epoch, None)
+        order = pending.result() if pending else epoch_order(self._n, self._seed, epoch)
+        if epoch + 1 < self._epochs:
+            self._next[epoch + 1] = self._pool.submit(epoch_order, self._n, self._seed, epoch + 1)
+        return order
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def warm_epoch_order(n: int) -> None:
+    """Compile epoch_order's program for n examples now (it is cached), so no epoch pays for it."""
+    if n > 1:
+        import jax
+
+        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+            _compiled_permutation(n)
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled_permutation(n: int):
     import jax
     import jax.numpy as jnp
 
-    from fashion_jax.compile import compile_one_shot
+    from fashion_jax.compile import compile_hot
 
     def permutation(seed, epoch):
         key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
         return jax.random.permutation(key, n)
 
     zero = jnp.zeros((), jnp.int32)
-    # one cheaply compiled program per n; op by op, every call would dispatch dozens of tiny kernels
-    return compile_one_shot(permutation, zero, zero)
+    # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
+    # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
+    return compile_hot(jax.jit(permutation), zero, zero)
 
 
 def _permutation(seed: int, epoch: int, n: int):

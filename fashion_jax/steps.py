@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fashion_jax.compile import compile_hot
+
 DROPOUT_STREAM = 1  # fold_in tag separating dropout keys from init and data-order keys
 
 
@@ -31,9 +33,10 @@ def create_train_state(params: Any, tx: optax.GradientTransformation) -> TrainSt
 
 def epoch_accumulator(n_valid: int) -> dict[str, jax.Array]:
     """Per-epoch running sums, kept on device so the loop never syncs with the host per step."""
-    return {"pos": jnp.zeros((), jnp.int32), "n": jnp.asarray(n_valid, jnp.int32),
-            "loss_sum": jnp.zeros((), jnp.float32), "correct": jnp.zeros((), jnp.int32),
-            "count": jnp.zeros((), jnp.int32), "first_bad_step": jnp.full((), -1, jnp.int32)}
+    i32 = lambda v: np.array(v, np.int32)  # noqa: E731
+    # one transfer of NumPy scalars: six eager jnp scalars would be six dispatches
+    return jax.device_put({"pos": i32(0), "n": i32(n_valid), "loss_sum": np.array(0, np.float32),
+                           "correct": i32(0), "count": i32(0), "first_bad_step": i32(-1)})
 
 
 def gather_batch(images: jax.Array, labels: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -116,7 +119,24 @@ def make_eval_step(model: nn.Module, batch_size: int) -> Callable:
         x, y = gather_batch(images, labels, jnp.minimum(rows, images.shape[0] - 1))
         return masked_sums(model.apply({"params": params}, x, train=False), y, mask)
 
-    return jax.jit(eval_step)
+    return EvalStep(jax.jit(eval_step))
+
+
+class EvalStep:
+    """The jitted eval step, compiled ahead of time (with the hot options) once per split shape."""
+
+    def __init__(self, jitted: Any):
+        self._jitted, self._compiled = jitted, {}
+
+    def compiled(self, params: Any, images: jax.Array, labels: jax.Array) -> Any:
+        key = (images.shape, labels.shape)
+        if key not in self._compiled:
+            self._compiled[key] = compile_hot(self._jitted, params, images, labels, np.int32(0))
+        return self._compiled[key]
+
+    def __call__(self, params: Any, images: jax.Array, labels: jax.Array, start: int) -> Any:
+        # a NumPy scalar: jnp.int32(start) would be one more eager dispatch per batch
+        return self.compiled(params, images, labels)(params, images, labels, np.int32(start))
 
 
 def padded_order(order: Any, batch_size: int) -> np.ndarray:
@@ -165,7 +185,7 @@ class Stepper:
 
     def compiled(self, n: int) -> Any:
         if n not in self._compiled:  # ahead-of-time: a shape change would raise, never recompile
-            self._compiled[n] = self._build(n).lower(*self._example).compile()
+            self._compiled[n] = compile_hot(self._build(n), *self._example)
         return self._compiled[n]
 
     def plan(self, pos: int) -> list[int]:

@@ -53,7 +53,8 @@ class FitResult:
     params: Any = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("params", "history")}
+        # not dataclasses.asdict: it would deep-copy the params (one device program per leaf)
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("params", "history")}
 
 
 def stop_rule(config: TrainConfig) -> es.StopRule:
@@ -131,6 +132,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     checkpoints = ckpt.RunCheckpoints(workdir)
     saver = resume_lib.Saver(checkpoints, workdir, n_train=n_train, batch_size=config.batch_size,
                              steps_per_epoch=steps_per_epoch, skip_nonfinite=config.skip_nonfinite)
+    orders = data_lib.EpochOrders(n_train, config.seed, config.epochs)
     try:
         if resume:
             restored = resume_lib.restore(checkpoints, state, acc, n_train=n_train, batch_size=config.batch_size,
@@ -147,13 +149,16 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
                                 (state, acc, order0, train_x, train_y), place.constrain_batch)
         stepper.warm()
         eval_step = steps.make_eval_step(model, config.eval_batch_size)
+        eval_step.compiled(state.params, val_x, val_y)  # the per-epoch programs compile here, not in epoch 1
+        data_lib.warm_epoch_order(n_train)
+        resume_lib.check_finite(state, acc, pos.epoch, steps_per_epoch, config.skip_nonfinite)
         compile_seconds = time.perf_counter() - t_compile
 
         epoch_seconds: list[float] = []
         host_step = int(state.step)  # mirrors state.step without a device sync per step
         while pos.epoch < config.epochs and not pos.stop.should_stop:
             t_epoch, epoch = time.perf_counter(), pos.epoch
-            order = put(steps.padded_order(data_lib.epoch_order(n_train, config.seed, epoch), config.batch_size))
+            order = put(steps.padded_order(orders.get(epoch), config.batch_size))
             at = int(acc["pos"])
             bar = tqdm(total=steps_per_epoch, initial=at, desc=f"epoch {epoch + 1}/{config.epochs}",
                        disable=not progress, leave=False, mininterval=0.5)
@@ -193,14 +198,23 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             if should_stop() and pos.epoch < config.epochs and not pos.stop.should_stop:
                 _interrupted(checkpoints, workdir, epoch, host_step)
         checkpoints.wait()
-        params = state.params
-        best = checkpoints.restore_best(state.params) if rule.restore_best else None
-        if best is not None:
-            params = best[0]
+        # The last epoch's params already have their val row; only older best params need a restore and an eval.
+        params, val = state.params, _val_of(pos.history[-1]) if pos.history else None
+        if rule.restore_best and pos.stop.best_epoch != len(pos.history) - 1:
+            best = checkpoints.restore_best(state.params)
+            if best is not None:
+                params, val = best[0], None
     finally:
+        orders.close()
         checkpoints.close()
-    return _finish(config, data, workdir, model, eval_step, params, pos.history, pos.stop, t_start,
+    if val is None:
+        val = steps.evaluate(eval_step, params, val_x, val_y, config.eval_batch_size)
+    return _finish(config, data, workdir, eval_step, params, val, pos.history, pos.stop, t_start,
                    compile_seconds, epoch_seconds, put)
+
+
+def _val_of(row: dict) -> dict[str, float]:
+    return {"loss": row["val_loss"], "accuracy": row["val_accuracy"]}
 
 
 def _interrupted(checkpoints: ckpt.RunCheckpoints, workdir: Path, epoch: int, step: int) -> None:
@@ -215,9 +229,8 @@ def _format_row(row: dict, seconds: float) -> str:
             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  {seconds:.1f}s")
 
 
-def _finish(config, data, workdir, model, eval_step, params, history, stop, t_start,
+def _finish(config, data, workdir, eval_step, params, val, history, stop, t_start,
             compile_seconds, epoch_seconds, put) -> FitResult:
-    val = steps.evaluate(eval_step, params, put(data.val_x), put(data.val_y.astype(np.int32)), config.eval_batch_size)
     test = None
     if data.test_x is not None and len(data.test_x):
         test = steps.evaluate(eval_step, params, put(data.test_x), put(data.test_y.astype(np.int32)),
