@@ -116,6 +116,42 @@ class Saver:
         self.checkpoints.save_best(epoch, state.params, meta)
 
 
+class BestInMemory:
+    """fit(checkpoints="end"): RunCheckpoints' interface, writing nothing while the run trains.
+
+    The best params are copied to the host (the next step donates the live ones; a device copy
+    would compile one program per leaf shape), so restore_best works; fit writes them to best/
+    once at the end.
+    """
+
+    def __init__(self) -> None:
+        self.best: tuple[Any, dict, int] | None = None
+
+    def save_state(self, step: int, tree: Any, meta: dict) -> None:
+        pass
+
+    def save_best(self, epoch: int, params: Any, meta: dict) -> None:
+        self.best = (jax.device_get(params), dict(meta), epoch)
+
+    def restore_state(self, target: Any, validate: Any = None) -> None:
+        return None
+
+    def restore_best(self, target: Any) -> tuple[Any, dict, int] | None:
+        if self.best is None:
+            return None
+        params, meta, epoch = self.best
+        return jax.tree.map(lambda host, like: jax.device_put(host, like.sharding), params, target), meta, epoch
+
+    def prune(self, latest_after: int, best_after: int) -> None:
+        pass
+
+    def wait(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def restore(checkpoints: ckpt.RunCheckpoints, state: Any, acc: dict, *, n_train: int, batch_size: int,
             steps_per_epoch: int) -> tuple[Any, dict, Position] | None:
     """(state, acc, position) from the newest intact checkpoint, or None when there is none.

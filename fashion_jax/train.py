@@ -103,12 +103,22 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+CHECKPOINT_POLICIES = ("epoch", "end")
+
+
 def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *, resume: bool = False,
         overwrite: bool = False, progress: bool = True, devices: int | None = None,
-        should_stop: Callable[[], bool] = lambda: False) -> FitResult:
-    """Train `config.model` on `data.train_*`, validating on `data.val_*` each epoch."""
+        should_stop: Callable[[], bool] = lambda: False, checkpoints: str = "epoch") -> FitResult:
+    """Train `config.model` on `data.train_*`, validating on `data.val_*` each epoch.
+
+    checkpoints="epoch" saves the full state at every epoch end (and every `checkpoint_every`
+    steps) and the best params when they improve: a killed run resumes. "end" writes only the
+    returned params, to best/, once training is over (as Keras's fit writes nothing unless asked):
+    for runs so short that the saves would cost more than a rerun.
+    """
     t_start = time.perf_counter()
     config = config_lib.validate(config)
+    _check_policy(checkpoints, config, resume)
     if jax.process_count() > 1:  # a signal may reach one process only, or each at another step:
         local_stop = should_stop  # every process must stop (and save) at the same step, or none
         should_stop = lambda: distributed.any_process(local_stop())  # noqa: E731 (a collective)
@@ -129,7 +139,8 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
     acc = put(steps.epoch_accumulator(n_train))
     rule = stop_rule(config)
     pos = resume_lib.Position(epoch=0, history=[], stop=es.StopState())
-    checkpoints = ckpt.RunCheckpoints(workdir)
+    policy, checkpoints = checkpoints, (ckpt.RunCheckpoints(workdir) if checkpoints == "epoch"
+                                        else resume_lib.BestInMemory())
     saver = resume_lib.Saver(checkpoints, workdir, n_train=n_train, batch_size=config.batch_size,
                              steps_per_epoch=steps_per_epoch, skip_nonfinite=config.skip_nonfinite)
     orders = data_lib.EpochOrders(n_train, config.seed, config.epochs)
@@ -172,7 +183,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
                 if at < steps_per_epoch and (should_stop() or crossed):
                     saver.save_state(host_step, state, acc, pos, mid_epoch=True)
                     if should_stop():
-                        _interrupted(checkpoints, workdir, epoch, host_step)
+                        _interrupted(checkpoints, workdir, epoch, host_step, policy)
             bar.close()
             resume_lib.check_finite(state, acc, epoch, steps_per_epoch, config.skip_nonfinite)
             sums = jax.device_get({k: acc[k] for k in ("loss_sum", "correct", "count")})
@@ -196,7 +207,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             if progress:
                 tqdm.write(_format_row(row, epoch_seconds[-1]))
             if should_stop() and pos.epoch < config.epochs and not pos.stop.should_stop:
-                _interrupted(checkpoints, workdir, epoch, host_step)
+                _interrupted(checkpoints, workdir, epoch, host_step, policy)
         checkpoints.wait()
         # The last epoch's params already have their val row; only older best params need a restore and an eval.
         params, val = state.params, _val_of(pos.history[-1]) if pos.history else None
@@ -204,6 +215,8 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
             best = checkpoints.restore_best(state.params)
             if best is not None:
                 params, val = best[0], None
+        if policy == "end":
+            _save_params(workdir, params, pos, rule)
     finally:
         orders.close()
         checkpoints.close()
@@ -217,11 +230,33 @@ def _val_of(row: dict) -> dict[str, float]:
     return {"loss": row["val_loss"], "accuracy": row["val_accuracy"]}
 
 
-def _interrupted(checkpoints: ckpt.RunCheckpoints, workdir: Path, epoch: int, step: int) -> None:
+def _interrupted(checkpoints: Any, workdir: Path, epoch: int, step: int, policy: str) -> None:
     checkpoints.wait()  # the stop is only safe once the state is on disk
-    err = TrainingInterrupted(f"stopped in epoch {epoch + 1} at step {step}; the state is saved in {workdir}")
-    err.workdir, err.step = str(workdir), step
+    saved = f"the state is saved in {workdir}" if policy == "epoch" else "nothing was saved (--checkpoints end)"
+    err = TrainingInterrupted(f"stopped in epoch {epoch + 1} at step {step}; {saved}")
+    err.workdir, err.step, err.resumable = str(workdir), step, policy == "epoch"
     raise err
+
+
+def _check_policy(policy: str, config: TrainConfig, resume: bool) -> None:
+    if policy not in CHECKPOINT_POLICIES:
+        raise WorkdirError(f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {policy!r}")
+    if policy == "end" and (resume or config.checkpoint_every):
+        raise WorkdirError("--checkpoints end saves nothing during training, so it cannot be combined with "
+                           f"{'--resume' if resume else '--checkpoint-every'}")
+
+
+def _save_params(workdir: Path, params: Any, pos: resume_lib.Position, rule: es.StopRule) -> None:
+    """checkpoints="end": the returned params go to best/, where evaluate, predict and load_model look."""
+    epoch = pos.stop.best_epoch + 1 if rule.restore_best and pos.stop.best_epoch >= 0 else len(pos.history)
+    if epoch < 1:
+        return
+    final = ckpt.RunCheckpoints(workdir)
+    try:
+        final.save_best(epoch, params, {"epoch": epoch, rule.monitor: pos.history[epoch - 1][rule.monitor]})
+        final.wait()
+    finally:
+        final.close()
 
 
 def _format_row(row: dict, seconds: float) -> str:

@@ -98,6 +98,19 @@ def test_evaluate_val_matches_the_train_summary(trained):
     assert got["loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
 
 
+def test_checkpoints_at_end_leaves_a_model_that_evaluates_as_trained(tmp_path):
+    workdir = tmp_path / "lean"
+    code, out, err = run_main(["train", "--model", "dense", "--epochs", "2", "--subset", "512", "--checkpoints", "end",
+                               "--workdir", workdir, "--json", "--quiet"])
+    assert code == 0, err
+    summary = last_json(out)
+    assert not any((workdir / "checkpoints").glob("[0-9]*")) and [p.name for p in (workdir / "best").iterdir()
+                                                                  if p.name.isdigit()] == ["2"]
+    code, eval_out, err = run_main(["evaluate", "--workdir", workdir, "--split", "test", "--json"])
+    assert code == 0, err
+    assert last_json(eval_out)["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
 def test_evaluate_test_split(trained):
     workdir, out, _ = trained
     code, eval_out, err = run_main(["evaluate", "--workdir", workdir, "--json"])  # test is the default split
@@ -192,6 +205,9 @@ BAD_TRAIN = {
     "missing data dir": (["--model", "dense", "--data-dir", "/nonexistent/fashion"], "/nonexistent/fashion"),
     "zero subset": (["--model", "dense", "--subset", "0"], "--subset"),
     "non-numeric epochs": (["--model", "dense", "--epochs", "three"], "three"),
+    "unknown checkpoint policy": (["--model", "dense", "--checkpoints", "never"], "never"),
+    "checkpoints at end with mid-epoch saves": (["--model", "dense", "--checkpoints", "end", "--checkpoint-every", "5"],
+                                                "--checkpoint-every"),
 }
 
 

@@ -298,3 +298,37 @@ def test_every_program_an_epoch_runs_is_compiled_before_the_first_epoch(small_da
     inside = events[events.index("tick"): len(events) - events[::-1].index("tick")]
     assert inside.count("tick") >= 4 and "compile" not in inside
     assert "compile" in events[: events.index("tick")]
+
+
+# ------------------------------------------------------------------ checkpoints="end"
+
+
+def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(four_epochs, small_data, workdirs):
+    result, _ = four_epochs
+    workdir = workdirs / "at_end"
+    lean = fit(mlp_config(4), small_data, workdir, progress=False, checkpoints="end")
+    assert leaves_equal(lean.params, result.params) and lean.history == result.history
+    assert (lean.val_accuracy, lean.test_accuracy, lean.best_epoch) == (
+        result.val_accuracy, result.test_accuracy, result.best_epoch)
+    assert step_numbers(workdir / "checkpoints") == []  # nothing to resume from
+    assert step_numbers(workdir / "best") == [result.best_epoch]
+    config, _, params = ckpt.load_model(workdir)  # evaluate/predict find the model as usual
+    assert config == mlp_config(4) and leaves_equal(params, result.params)
+
+
+def test_checkpoints_at_end_refuses_resume_and_mid_epoch_saves(small_data, tmp_path):
+    with pytest.raises(WorkdirError, match="--resume"):
+        fit(mlp_config(1), small_data, tmp_path / "a", resume=True, progress=False, checkpoints="end")
+    with pytest.raises(WorkdirError, match="--checkpoint-every"):
+        fit(dataclasses.replace(mlp_config(1), checkpoint_every=4), small_data, tmp_path / "b", progress=False,
+            checkpoints="end")
+    with pytest.raises(WorkdirError, match="epoch, end"):
+        fit(mlp_config(1), small_data, tmp_path / "c", progress=False, checkpoints="never")
+
+
+def test_a_stop_with_checkpoints_at_end_saves_nothing_and_says_so(small_data, tmp_path):
+    with pytest.raises(TrainingInterrupted, match="nothing was saved") as info:
+        fit(mlp_config(3), small_data, tmp_path / "run", progress=False, should_stop=StopAfter(1),
+            checkpoints="end")
+    assert info.value.resumable is False
+    assert step_numbers(tmp_path / "run" / "checkpoints") == step_numbers(tmp_path / "run" / "best") == []
