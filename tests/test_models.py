@@ -166,6 +166,25 @@ def test_max_pool_gradient_equals_flax_without_ties(shape):
         assert not np.any(np.asarray(got)[:, -1, :, :]) and not np.any(np.asarray(got)[:, :, -1, :])
 
 
+@pytest.mark.parametrize("window", [2, 3])
+def test_max_pool_gradient_shares_ties_as_jnp_max_does(window):
+    # Integer-valued inputs (and a ReLU's zeros) tie often; the hand-written gradient must split
+    # each window's gradient over its tied maxima exactly as autodiff of jnp.max does.
+    rng = np.random.default_rng(2)
+    x = jax.nn.relu(jnp.asarray(rng.integers(-2, 3, (3, 9, 7, 4)), jnp.float32))
+    hh, ww = 9 // window, 7 // window
+
+    def by_jnp_max(v):
+        v = v[:, : hh * window, : ww * window]
+        return v.reshape(3, hh, window, ww, window, 4).max(axis=(2, 4))
+
+    w = jnp.asarray(rng.normal(size=(3, hh, ww, 4)), jnp.float32)
+    got = jax.grad(lambda v: jnp.sum(max_pool(v, window) * w))(x)
+    want = jax.grad(lambda v: jnp.sum(by_jnp_max(v) * w))(x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=0)
+    assert np.sum(np.asarray(got)) == pytest.approx(float(jnp.sum(w)), rel=1e-5)  # each window passes on all of it
+
+
 # ------------------------------------------------------------------ dropout
 
 
