@@ -128,6 +128,19 @@ class _BatchClock:
         return max(0.0, float(gaps[0] - statistics.median(gaps[1:])))
 
 
+def _keras_model(args: argparse.Namespace, layers: Callable[[Any], list]) -> tuple[Any, Any, tuple] | None:
+    """(keras, Sequential(layers(keras.layers)), chapter split) with the seed set; None without Keras."""
+    keras = _import_keras()
+    if keras is None:
+        return None
+    keras.utils.set_random_seed(SEED)
+    split = chapter_split(args.subset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Keras 3 warns about input_shape=; the chapter's code is kept as written
+        model = keras.Sequential(layers(keras.layers))
+    return keras, model, split
+
+
 def _keras_fit(keras: Any, model: Any, x: np.ndarray, y: np.ndarray, epochs: int, batch_size: int,
                validation_data: tuple | None = None, callbacks: tuple = ()) -> tuple[float, float | None]:
     """Fit and return (whole fit seconds, estimated compile seconds or None)."""
@@ -200,23 +213,19 @@ def _torch_accuracy(torch: Any, model: Any, x: Any, y: Any) -> float:
 
 
 def keras_cnn(args: argparse.Namespace) -> Result:
-    keras = _import_keras()
-    if keras is None:
+    setup = _keras_model(args, lambda layers: [
+        layers.Conv2D(32, kernel_size=3, activation="relu", padding="same", input_shape=(28, 28, 1)),
+        layers.MaxPooling2D(2),
+        layers.Conv2D(64, kernel_size=3, activation="relu", padding="same"),
+        layers.MaxPooling2D(2),
+        layers.Flatten(),
+        layers.Dense(100, activation="relu"),
+        layers.Dropout(0.4),
+        layers.Dense(10, activation="softmax"),
+    ])
+    if setup is None:
         return skipped("keras_cnn", "keras")
-    keras.utils.set_random_seed(SEED)
-    tx, ty, vx, vy = chapter_split(args.subset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Keras 3 warns about input_shape=; the chapter's code is kept as written
-        model = keras.Sequential([
-            keras.layers.Conv2D(32, kernel_size=3, activation="relu", padding="same", input_shape=(28, 28, 1)),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, kernel_size=3, activation="relu", padding="same"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(100, activation="relu"),
-            keras.layers.Dropout(0.4),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
+    keras, model, (tx, ty, vx, vy) = setup
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     # The chapter's fit for this CNN: validation every epoch and ModelCheckpoint(save_best_only=True), the
     # same work our fit does each epoch (it validates, then checkpoints).
@@ -229,14 +238,10 @@ def keras_cnn(args: argparse.Namespace) -> Result:
 
 
 def keras_dense(args: argparse.Namespace) -> Result:
-    keras = _import_keras()
-    if keras is None:
+    setup = _keras_model(args, lambda layers: [layers.Dense(10, activation="softmax", input_shape=(784,))])
+    if setup is None:
         return skipped("keras_dense", "keras")
-    keras.utils.set_random_seed(SEED)
-    tx, ty, vx, vy = chapter_split(args.subset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = keras.Sequential([keras.layers.Dense(10, activation="softmax", input_shape=(784,))])
+    keras, model, (tx, ty, vx, vy) = setup
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])  # default optimizer: RMSprop
     total, compile_s = _keras_fit(keras, model, tx.reshape(-1, 784), ty, args.epochs or 5, args.batch_size)
     _, val_acc = model.evaluate(vx.reshape(-1, 784), vy, verbose=0)

@@ -299,10 +299,14 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarr
     """The int32 visiting order of n examples in one epoch, a pure function of (seed, epoch)."""
     if not shuffle or n <= 1:
         return np.arange(n, dtype=np.int32)
+    with _host_cpu():  # host-side indices; same bits on any backend
+        return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
+
+
+def _host_cpu():
     import jax  # lazy: loading and describing data should not pay JAX start-up
 
-    with jax.default_device(jax.local_devices(backend="cpu")[0]):  # host-side indices; same bits on any backend
-        return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
+    return jax.default_device(jax.local_devices(backend="cpu")[0])
 
 
 class EpochOrders:
@@ -328,9 +332,7 @@ class EpochOrders:
 def warm_epoch_order(n: int) -> None:
     """Compile epoch_order's program for n examples now (it is cached), so no epoch pays for it."""
     if n > 1:
-        import jax
-
-        with jax.default_device(jax.local_devices(backend="cpu")[0]):
+        with _host_cpu():
             _compiled_permutation(n)
 
 

@@ -162,7 +162,7 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
         eval_step = steps.make_eval_step(model, config.eval_batch_size)
         eval_step.compiled(state.params, val_x, val_y)  # the per-epoch programs compile here, not in epoch 1
         data_lib.warm_epoch_order(n_train)
-        resume_lib.check_finite(state, acc, pos.epoch, steps_per_epoch, config.skip_nonfinite)
+        resume_lib.check_finite(state, acc, pos.epoch, steps_per_epoch, config.skip_nonfinite)  # compiles its check
         compile_seconds = time.perf_counter() - t_compile
 
         epoch_seconds: list[float] = []

@@ -37,6 +37,19 @@ def _mean_loss(model, params, images, labels, rngs, train):
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
 
 
+def steps_on_one_batch(model, params, tx, data, n: int):
+    """(state, losses) after n train steps on the first 64 real images, the same batch every time."""
+    step = steps.make_train_step(model, tx, seed=0, batch_size=64)
+    x, y = device_split(data, 64)
+    order = jnp.arange(64, dtype=jnp.int32)
+    state = steps.create_train_state(copy_tree(params), tx)
+    losses = []
+    for _ in range(n):  # a fresh accumulator each time: position 0, the same batch again
+        state, _, metrics = step(state, steps.epoch_accumulator(64), order, x, y)
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
 def reference_loss(model, params, images, labels, rngs=None) -> float:
     """Mean cross-entropy computed directly from model.apply (dropout on when rngs are given)."""
     return float(_mean_loss(model, params, jnp.asarray(images), jnp.asarray(labels), rngs, rngs is not None))
@@ -64,14 +77,7 @@ def test_repeated_steps_on_one_real_batch_lower_the_loss(small_data):
     params = init_params(model, 0)
     config = TrainConfig(model=model.cfg, optimizer="sgd", learning_rate=0.5)
     tx = make_optimizer(config, total_steps=10)
-    step = steps.make_train_step(model, tx, seed=0, batch_size=64)
-    x, y = device_split(small_data, 64)
-    order = jnp.arange(64, dtype=jnp.int32)
-    state = steps.create_train_state(copy_tree(params), tx)
-    losses = []
-    for _ in range(6):  # a fresh accumulator each time: position 0, the same batch again
-        state, _, metrics = step(state, steps.epoch_accumulator(64), order, x, y)
-        losses.append(float(metrics["loss"]))
+    state, losses = steps_on_one_batch(model, params, tx, small_data, 6)
     assert int(state.step) == 6
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
     assert losses[0] == pytest.approx(reference_loss(model, params, small_data.train_x[:64], small_data.train_y[:64]),
@@ -213,14 +219,7 @@ def test_each_optimizer_lowers_the_loss_in_a_few_steps(name, small_data, logreg)
     model, params = logreg
     config = TrainConfig(model=model.cfg, optimizer=name)  # Keras's default learning rate
     tx = make_optimizer(config, total_steps=5)
-    step = steps.make_train_step(model, tx, seed=0, batch_size=64)
-    x, y = device_split(small_data, 64)
-    order = jnp.arange(64, dtype=jnp.int32)
-    state = steps.create_train_state(copy_tree(params), tx)
-    losses = []
-    for _ in range(5):
-        state, _, metrics = step(state, steps.epoch_accumulator(64), order, x, y)
-        losses.append(float(metrics["loss"]))
+    state, losses = steps_on_one_batch(model, params, tx, small_data, 5)
     final = reference_loss(model, state.params, small_data.train_x[:64], small_data.train_y[:64])
     assert final < losses[0], (name, losses, final)
     assert not leaves_equal(state.params, params)
