@@ -318,11 +318,15 @@ class EpochOrders:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="epoch-order")
         self._next: dict[int, concurrent.futures.Future] = {}
 
+    def prefetch(self, epoch: int) -> None:
+        """Start computing `epoch`'s order now (fit asks for the first one while its steps compile)."""
+        if epoch < self._epochs and epoch not in self._next:
+            self._next[epoch] = self._pool.submit(epoch_order, self._n, self._seed, epoch)
+
     def get(self, epoch: int) -> np.ndarray:
         pending = self._next.pop(epoch, None)
         order = pending.result() if pending else epoch_order(self._n, self._seed, epoch)
-        if epoch + 1 < self._epochs:
-            self._next[epoch + 1] = self._pool.submit(epoch_order, self._n, self._seed, epoch + 1)
+        self.prefetch(epoch + 1)
         return order
 
     def close(self) -> None:

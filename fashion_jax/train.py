@@ -154,6 +154,8 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
                 history_lib.write_history(workdir / "history.jsonl", pos.history)
 
         t_compile = time.perf_counter()
+        data_lib.warm_epoch_order(n_train)
+        orders.prefetch(pos.epoch)  # drawn on the other core while the steps below compile
         order0 = put(steps.padded_order(np.arange(n_train), config.batch_size))
         k = steps.steps_per_call(is_convolutional(model), jax.default_backend(), steps_per_epoch)
         stepper = steps.Stepper(model, tx, config.seed, config.batch_size, steps_per_epoch, k,
@@ -161,7 +163,6 @@ def fit(config: TrainConfig, data: data_lib.FashionMNIST, workdir: str | Path, *
         stepper.warm()
         eval_step = steps.make_eval_step(model, config.eval_batch_size)
         eval_step.compiled(state.params, val_x, val_y)  # the per-epoch programs compile here, not in epoch 1
-        data_lib.warm_epoch_order(n_train)
         resume_lib.check_finite(state, acc, pos.epoch, steps_per_epoch, config.skip_nonfinite)  # compiles its check
         compile_seconds = time.perf_counter() - t_compile
 

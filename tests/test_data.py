@@ -362,6 +362,25 @@ def test_epoch_order_is_the_documented_fold_in_derivation():
     np.testing.assert_array_equal(epoch_order(257, 9, 2), np.asarray(jax.random.permutation(key, 257)))
 
 
+def test_epoch_orders_prefetch_in_the_background_and_return_the_same_orders(monkeypatch):
+    import threading
+
+    drawn_on = []
+    real = data.epoch_order
+    monkeypatch.setattr(data, "epoch_order", lambda *a: drawn_on.append(threading.current_thread().name) or real(*a))
+    orders = data.EpochOrders(300, seed=4, epochs=3)
+    try:
+        orders.prefetch(0)
+        got = [orders.get(e) for e in range(3)]
+        orders.prefetch(3)  # past the last epoch: nothing to draw
+    finally:
+        orders.close()
+    for e in range(3):
+        np.testing.assert_array_equal(got[e], real(300, 4, e))
+    # every order was drawn once, by the worker, never by the caller
+    assert len(drawn_on) == 3 and all(name.startswith("epoch-order") for name in drawn_on)
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_batches_pad_and_mask(shuffle):
     out = list(batches(10, 4, seed=0, epoch=1, shuffle=shuffle))
