@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from fashion_jax import history as history_lib
 from fashion_jax.checkpoint import load_model
 from fashion_jax.data import CLASS_NAMES, NUM_CLASSES, FashionMNIST
-from fashion_jax.models import ACTIVATIONS, is_convolutional
+from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -88,7 +88,7 @@ def _conv_outputs(model: nn.Module, params: Any, image: jax.Array) -> dict[str, 
 
     def grab(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
+        if isinstance(context.module, CONV_LAYERS) and context.method_name == "__call__":
             captured[context.module.name] = activation(out)[0]  # batch of one
         return out
 

@@ -11,7 +11,7 @@ import pytest
 
 from fashion_jax import shapes
 from fashion_jax.config import ModelConfig, model_config
-from fashion_jax.models import MODELS, TransposedDense, build_model, init_params, max_pool
+from fashion_jax.models import CONV_LAYERS, MODELS, SingleChannelConv, TransposedDense, build_model, init_params, max_pool
 
 ALL_MODELS = ["logreg", "dense", "mlp", "cnn", "cnn_fast"]
 
@@ -249,3 +249,38 @@ def test_train_mode_zeroes_about_rate_of_the_hidden_units(name, rate, activation
     # Kept units are scaled by 1 / (1 - rate), as inverted dropout (Keras) does.
     kept = ~zeroed & live
     np.testing.assert_allclose(dropped[kept], hidden[kept] / (1 - rate), rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, "SAME"), (3, 2, "SAME"), (5, 1, "VALID"),
+                                                   (2, 2, "SAME"), (4, 3, "VALID")])
+def test_single_channel_conv_is_nn_conv(kernel, stride, padding):
+    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    ours, ref = SingleChannelConv(8, kernel, stride, padding), nn.Conv(8, (kernel, kernel), strides=stride,
+                                                                         padding=padding)
+    params = ours.init(jax.random.key(1), x)["params"]
+    # same parameters and, for a seed, the same initial values
+    jax.tree.map(np.testing.assert_array_equal, params, ref.init(jax.random.key(1), x)["params"])
+    params = {"kernel": params["kernel"], "bias": params["bias"] + 0.1}
+    out = ours.apply({"params": params}, x)
+    np.testing.assert_allclose(out, ref.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
+    # gradients through a ReLU (some units dead) for the kernel, the bias and the image
+    g = jax.random.normal(jax.random.key(2), out.shape)
+    loss = lambda m: lambda p, x: jnp.vdot(jax.nn.relu(m.apply({"params": p}, x)), g)  # noqa: E731
+    got, want = jax.grad(loss(ours), (0, 1))(params, x), jax.grad(loss(ref), (0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))))
+
+
+def test_cnn_uses_the_single_channel_conv_for_the_images_only():
+    model = build_model(model_config("cnn"))
+    x = jnp.zeros((1, 28, 28))
+    convs = {}
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, CONV_LAYERS):
+            convs[context.module.name] = type(context.module).__name__
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.init(jax.random.key(0), x)
+    assert convs == {"conv0": "SingleChannelConv", "conv1": "Conv"}

@@ -187,7 +187,7 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
     x, y = small_data.val_x[:n], small_data.val_y[:n]
     eval_step = steps.make_eval_step(model, batch_size)
     got = steps.evaluate(eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size)
-    w = np.asarray(params["dense"]["kernel"], np.float64)
+    w = np.asarray(params["dense"]["kernel"], np.float64).T  # stored (10, 784)
     b = np.asarray(params["dense"]["bias"], np.float64)
     logits = (x.reshape(n, -1).astype(np.float64) / 255.0) @ w + b
     shifted = logits - logits.max(axis=1, keepdims=True)
