@@ -20,8 +20,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The chapter's final setup: CNN, Adam, dropout 0.4, up to 20 epochs, EarlyStopping(patience=2).
     "chapter": {"model": "cnn", "optimizer": "adam", "epochs": 20, "patience": 2, "batch_size": 32},
     # Fastest route to 92% test accuracy on a 2-core CPU (see README, "Presets").
-    # Measured: 5 epochs -> 0.9209 test (4 epochs: 0.917-0.918; filters (24, 48): 0.9175).
-    "fast": {"model": "cnn_fast", "optimizer": "adam", "learning_rate": 2e-3, "epochs": 4, "batch_size": 32,
+    # Measured test accuracy, seeds 0-3: 0.9233, 0.9221, 0.9196, 0.9237 (Adam 2e-3: 0.9209, 0.9187).
+    "fast": {"model": "cnn_fast", "optimizer": "adam", "learning_rate": 3e-3, "epochs": 4, "batch_size": 32,
              "patience": 0, "schedule": "cosine"},
 }
 
