@@ -142,12 +142,19 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
     order_shape = jax.ShapeDtypeStruct((folds, order_len), jnp.int32, sharding=by_fold)
     # XLA compiles release the GIL, so the programs compile side by side; the eval program, needed
     # last, compiles while the folds train.
+    sizes = sorted(set(n_train))  # folds of equal size share one draw
+
+    def init_and_first_orders(seeds, seed):
+        # One program: compiled apart, the epoch-0 permutation cost ~0.2 s more CPU (fixed costs, and
+        # tracing the random bits twice). Same integer bits as data.epoch_order's own program.
+        return init(seeds), [data_lib.permutation_fn(n)(seed, jnp.int32(0)) for n in sizes]
+
     with ThreadPoolExecutor(max_workers=4) as pool:
-        init_c = pool.submit(compile_one_shot, init, seeds)
+        init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
         step_c = pool.submit(lambda: jax.jit(_fold_step(model, tx, config.seed, bs), donate_argnums=(0, 1)).lower(
             state_shape, acc, order_shape, images_d, labels_d).compile())
-        first = {n: pool.submit(data_lib.epoch_order, n, config.seed, 0) for n in set(n_train)}
-        state = jax.device_put(init_c.result()(seeds), by_fold)
+        state, first = init_c.result()(seeds, np.int32(config.seed))
+        state, perms = jax.device_put(state, by_fold), dict(zip(sizes, jax.device_get(first)))
         train_step = step_c.result()
         compile_seconds = time.perf_counter() - t_compile  # the wait before training (eval's compile is hidden)
         # submitted only now: on 2 cores, compiling it alongside the programs needed first delayed them
@@ -155,10 +162,9 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
             state_shape.params, held, n_held_d, jnp.int32(0), images_d, labels_d).compile())
 
         for epoch in range(config.epochs):
-            # Each fold's own permutation for its own size, as a lone fit of that fold would draw it;
-            # folds of equal size share one draw.
-            perms = {n: first[n].result() if epoch == 0 else data_lib.epoch_order(n, config.seed, epoch)
-                     for n in first}
+            if epoch + 1 < config.epochs:  # drawn while this epoch trains
+                upcoming = {n: pool.submit(data_lib.epoch_order, n, config.seed, epoch + 1) for n in sizes}
+            # Each fold's own permutation for its own size, as a lone fit of that fold would draw it.
             order = jax.device_put(_pad_rows([tr[perms[len(tr)]] for tr, _ in splits], order_len), by_fold)
             for _ in tqdm(range(steps_per_epoch), desc=f"cv epoch {epoch + 1}/{config.epochs}",
                           disable=not progress, leave=False, mininterval=0.5):
@@ -169,6 +175,8 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
                 raise NonFiniteCVError(f"non-finite loss in fold {f + 1}, epoch {epoch + 1}, "
                                        f"step {int(bad[f]) + 1}; lower the learning rate")
             acc = fresh_acc()
+            if epoch + 1 < config.epochs:
+                perms = {n: future.result() for n, future in upcoming.items()}
         train_seconds = time.perf_counter() - t_compile - compile_seconds
         eval_step = eval_c.result()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from math import ceil
 from pathlib import Path
@@ -340,6 +340,16 @@ def warm_epoch_order(n: int) -> None:
             _compiled_permutation(n)
 
 
+def permutation_fn(n: int) -> Callable:
+    """The traceable `(seed, epoch) -> order of n` behind epoch_order, for callers that fold it into a program."""
+    import jax
+
+    def permutation(seed, epoch):
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
+        return jax.random.permutation(key, n)
+    return permutation
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled_permutation(n: int):
     import jax
@@ -347,14 +357,10 @@ def _compiled_permutation(n: int):
 
     from fashion_jax.compile import compile_hot
 
-    def permutation(seed, epoch):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
-        return jax.random.permutation(key, n)
-
     zero = jnp.zeros((), jnp.int32)
     # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
     # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
-    return compile_hot(jax.jit(permutation), zero, zero)
+    return compile_hot(jax.jit(permutation_fn(n)), zero, zero)
 
 
 def _permutation(seed: int, epoch: int, n: int):
