@@ -140,15 +140,15 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
                                jax.eval_shape(init, seeds))
     acc = fresh_acc()
     order_shape = jax.ShapeDtypeStruct((folds, order_len), jnp.int32, sharding=by_fold)
-    # XLA compiles release the GIL, so the programs compile side by side; the eval program, needed
-    # last, compiles while the folds train.
     sizes = sorted(set(n_train))  # folds of equal size share one draw
 
     def init_and_first_orders(seeds, seed):
-        # One program: compiled apart, the epoch-0 permutation cost ~0.2 s more CPU (fixed costs, and
-        # tracing the random bits twice). Same integer bits as data.epoch_order's own program.
+        # One program: compiled apart, the epoch-0 permutation cost ~0.1-0.2 s more CPU (fixed costs,
+        # and tracing the random bits twice). Same integer bits as data.epoch_order's own program.
         return init(seeds), [data_lib.permutation_fn(n)(seed, jnp.int32(0)) for n in sizes]
 
+    # XLA compiles release the GIL, so the programs compile side by side; the eval program, needed
+    # last, compiles while the folds train.
     with ThreadPoolExecutor(max_workers=4) as pool:
         init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
         step_c = pool.submit(lambda: jax.jit(_fold_step(model, tx, config.seed, bs), donate_argnums=(0, 1)).lower(
