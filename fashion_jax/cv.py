@@ -10,6 +10,7 @@ per-fold kernels becomes a grouped convolution, measured ~4x slower than k separ
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -149,7 +150,8 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
 
     # XLA compiles release the GIL, so the programs compile side by side; the eval program, needed
     # last, compiles while the folds train.
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool, contextlib.ExitStack() as stack:
+        later = {n: stack.enter_context(data_lib.EpochOrders(n, config.seed, config.epochs)) for n in sizes}
         init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
         step_c = pool.submit(lambda: jax.jit(_fold_step(model, tx, config.seed, bs), donate_argnums=(0, 1)).lower(
             state_shape, acc, order_shape, images_d, labels_d).compile())
@@ -161,9 +163,11 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
         eval_c = pool.submit(lambda: jax.jit(_fold_eval(model, eb)).lower(
             state_shape.params, held, n_held_d, jnp.int32(0), images_d, labels_d).compile())
 
+        for orders in later.values():
+            orders.prefetch(1)  # epoch 0's orders came with the init; epoch 1's are drawn while it trains
         for epoch in range(config.epochs):
-            if epoch + 1 < config.epochs:  # drawn while this epoch trains
-                upcoming = {n: pool.submit(data_lib.epoch_order, n, config.seed, epoch + 1) for n in sizes}
+            if epoch:  # each get() starts drawing the next epoch's
+                perms = {n: orders.get(epoch) for n, orders in later.items()}
             # Each fold's own permutation for its own size, as a lone fit of that fold would draw it.
             order = jax.device_put(_pad_rows([tr[perms[len(tr)]] for tr, _ in splits], order_len), by_fold)
             for _ in tqdm(range(steps_per_epoch), desc=f"cv epoch {epoch + 1}/{config.epochs}",
@@ -175,8 +179,6 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
                 raise NonFiniteCVError(f"non-finite loss in fold {f + 1}, epoch {epoch + 1}, "
                                        f"step {int(bad[f]) + 1}; lower the learning rate")
             acc = fresh_acc()
-            if epoch + 1 < config.epochs:
-                perms = {n: future.result() for n, future in upcoming.items()}
         train_seconds = time.perf_counter() - t_compile - compile_seconds
         eval_step = eval_c.result()
 

@@ -332,6 +332,12 @@ class EpochOrders:
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
+    def __enter__(self) -> EpochOrders:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def warm_epoch_order(n: int) -> None:
     """Compile epoch_order's program for n examples now (it is cached), so no epoch pays for it."""
