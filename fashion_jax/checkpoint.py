@@ -1,4 +1,7 @@
-"""Orbax checkpoints: the latest full state for resume, the best params, weights and whole models.
+"""Checkpoint storage (Orbax): the latest full states, the best params, and weights-only folders.
+
+Storage only: it knows trees, steps and files, never models or training (model_io.py builds
+models from what it reads, resume.py decides what a run saves).
 
 Layout of a workdir:
   config.json            the TrainConfig; restores the model without the caller knowing it
@@ -8,7 +11,6 @@ Two managers, because `best_fn` with `max_to_keep` would keep the best N and dro
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -18,11 +20,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
-from fashion_jax import config as config_lib
-from fashion_jax.config import TrainConfig
+from fashion_jax.numerics import first_nonfinite
 
 log = logging.getLogger("fashion_jax")
 
@@ -33,29 +33,6 @@ class CheckpointError(RuntimeError):
 
 class CheckpointMismatch(CheckpointError):
     """An intact checkpoint of a run with other settings: older steps would not fit either, so no fallback."""
-
-
-# Test hook, used only by tests/test_reliability.py and experiments/soak_resume.py:
-# FASHION_JAX_TEST_SAVE_PAUSE="STEP:SECONDS" holds the finished save of checkpoints/STEP in its
-# *.orbax-checkpoint-tmp* folder for SECONDS before the atomic rename, so a test can SIGKILL a
-# process exactly while a save is in flight. Unset (always, outside tests), nothing changes.
-SAVE_PAUSE_ENV = "FASHION_JAX_TEST_SAVE_PAUSE"
-
-
-def _paused_rename_class() -> type | None:
-    raw = os.environ.get(SAVE_PAUSE_ENV)
-    if not raw:
-        return None
-    step, seconds = raw.split(":")
-    from orbax.checkpoint.path import atomicity
-
-    class PausedRename(atomicity.AtomicRenameTemporaryPath):
-        async def finalize(self):
-            if self.get_final().name == step:
-                await asyncio.sleep(float(seconds))
-            await super().finalize()
-
-    return PausedRename
 
 
 def refuse_symlinks(root: Path) -> None:
@@ -75,11 +52,10 @@ def abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def _manager(directory: Path, keep: int, read_only: bool = False, test_hook: bool = False) -> ocp.CheckpointManager:
+def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
-        temporary_path_class=_paused_rename_class() if test_hook else None,
         # Multi-process: the two managers (checkpoints/, best/) save concurrently (async) and Orbax
         # syncs processes with barriers named by step; without a prefix their barriers collide
         # ("Barrier ... is already ongoing") and the run dies or hangs.
@@ -124,19 +100,11 @@ def check_tree(found: Any, expected: Any, what: str) -> None:
                                   f"this model needs {show(want.get(key))}")
 
 
-def _local(x: Any) -> np.ndarray:
-    # On a multi-host mesh an array is not fully addressable; its first local shard is (replicated state).
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        return np.asarray(x.addressable_data(0))
-    return np.asarray(x)
-
-
 def _check_finite(tree: Any, what: str) -> None:
     # fit() never saves a non-finite state, so NaN/Inf in a checkpoint means damage or forgery.
-    for key, leaf in ocp.tree.to_flat_dict(ocp.tree.serialize_tree(tree)).items():
-        arr = _local(leaf)
-        if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
-            raise CheckpointError(f"{what}: {'/'.join(key)} holds NaN or Inf")
+    bad = first_nonfinite(tree)
+    if bad is not None:
+        raise CheckpointError(f"{what}: {bad} holds NaN or Inf")
 
 
 def _json_copy(meta: dict) -> dict:
@@ -152,7 +120,7 @@ class RunCheckpoints:
 
     def __init__(self, workdir: Path, read_only: bool = False):
         self.workdir = Path(workdir)
-        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only, test_hook=True)
+        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
         self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
         if not read_only:  # probes left by a process killed between their mkdir and rmdir
             for folder in (self.workdir / "checkpoints", self.workdir / "best"):
@@ -259,32 +227,6 @@ def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any,
     return None
 
 
-# Settings a resume may change: how long to train, how often to save, and how evaluation is batched
-# (not a flag: its default may change between versions, and it only moves val metrics' last bits).
-# Anything else would silently make a different run than the one in the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "patience", "checkpoint_every", "eval_batch_size")
-
-
-def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
-    """A workdir of another model or other settings is refused before any restore is attempted."""
-    path = Path(workdir) / "config.json"
-    if not path.exists():
-        if (Path(workdir) / "checkpoints").exists():
-            raise CheckpointError(f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir")
-        return
-    saved = config_lib.load_json(path)
-    if saved.model != config.model:
-        raise CheckpointMismatch(
-            f"{workdir} holds a {saved.model.name!r} run with another architecture; use another --workdir or --overwrite")
-    old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
-    changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
-    if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
-        changed.append("epochs (the cosine schedule spans all epochs)")
-    if changed:
-        raise CheckpointMismatch(f"{workdir} was trained with other settings ({', '.join(changed)}); resume with "
-                                 "the same flags, or use another --workdir or --overwrite")
-
-
 def save_weights(path: str | os.PathLike, params: Any) -> Path:
     """Weights only (Keras save_weights): params, no config. Load into a known model with load_weights."""
     path = Path(path).absolute()
@@ -312,46 +254,10 @@ def load_weights(path: str | os.PathLike, like: Any) -> Any:
     return params
 
 
-def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Path:
-    """Whole model (Keras save): config JSON plus params; load_model needs nothing else."""
-    path = Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    config_lib.save_json(config, path / "config.json")
-    save_weights(path / "params", params)
-    return path
-
-
-def load_model(path: str | os.PathLike) -> tuple[TrainConfig, Any, Any]:
-    """(config, flax module, params) from a save_model folder or a training workdir (its best params)."""
-    from fashion_jax.models import build_model, init_params
-
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such model folder or workdir")
-    config = config_lib.load_json(path / "config.json")
-    model = build_model(config.model)
-    like = init_params(model, config.seed)
-    if (path / "params").is_dir():
-        return config, model, load_weights(path / "params", like)
-    for folder in ("best", "checkpoints"):
-        if (path / folder).is_dir():
-            manager = _manager(path / folder, keep=1, read_only=True)
-            try:
-                restored = (_restore_newest(manager, "params", like) if folder == "best"
-                            else _restore_params_only(manager, config, like))
-            finally:
-                manager.close()
-            if restored is not None:
-                return config, model, restored[0]
-    raise CheckpointError(f"{path}: no saved params (no params/, best/ or checkpoints/)")
-
-
-def _restore_params_only(manager: ocp.CheckpointManager, config: TrainConfig, like: Any) -> tuple[Any, dict, int] | None:
-    """Params from a full-state checkpoint: the whole state is restored against a template built
-    from config.json (never reshaped to fit), then only its params are kept."""
-    from fashion_jax import steps
-    from fashion_jax.optim import make_optimizer
-
-    target = {"train": steps.create_train_state(like, make_optimizer(config, 1)), "acc": steps.epoch_accumulator(0)}
-    restored = _restore_newest(manager, "state", target)
-    return None if restored is None else (restored[0]["train"].params, restored[1], restored[2])
+def restore_newest_readonly(directory: Path, key: str, target: Any) -> tuple[Any, dict, int] | None:
+    """`_restore_newest` through a read-only manager: readers never write into a run's folder."""
+    manager = _manager(Path(directory), keep=1, read_only=True)
+    try:
+        return _restore_newest(manager, key, target)
+    finally:
+        manager.close()

@@ -1,28 +1,23 @@
-"""Fashion-MNIST: find the files, load and check them, split, fold and batch (numpy, on the host).
-
-Splits and folds use np.random.RandomState(seed) locally because they must equal sklearn's; batch
-order comes from jax.random.fold_in keys like every other random choice in the project.
-"""
+"""Fashion-MNIST: find the files (system folder, --data-dir, $FASHION_JAX_DATA or TFDS), load them,
+verify them against the official SHA-256 values (idx.OFFICIAL_SHA256), check
+shapes and labels, and split train/validation as the chapter does. NumPy only, on the host."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import os
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from math import ceil
 from pathlib import Path
 
 import numpy as np
 
+from fashion_jax.config import NUM_CLASSES
 from fashion_jax.idx import OFFICIAL_SHA256, DataError, load_idx
+from fashion_jax.splits import split_indices
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
-NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28)
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801
 FILES: dict[str, tuple[str, str]] = {
@@ -195,42 +190,6 @@ def check_dataset(ds: FashionMNIST) -> None:
             raise DataError(f"{name} split", "is empty")
 
 
-def split_indices(n: int, val_fraction: float = 0.2, seed: int = 42, *,
-                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, val_idx), identical to sklearn's train_test_split(test_size=val_fraction,
-    random_state=seed) when labels is None; stratified by labels otherwise."""
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = ceil(val_fraction * n)  # sklearn's _validate_shuffle_split rounds the test side up
-    if labels is not None:
-        return _stratified_split(np.asarray(labels), n_val, seed)
-    perm = np.random.RandomState(seed).permutation(n)  # sklearn's ShuffleSplit, bit for bit
-    return perm[n_val:], perm[:n_val]
-
-
-def _stratified_split(labels: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.RandomState(seed)
-    _, inverse = np.unique(labels, return_inverse=True)
-    counts = np.bincount(inverse)
-    quota = _largest_remainder(counts, n_val)
-    train, val = [], []
-    for c, k in enumerate(quota):
-        members = rng.permutation(np.flatnonzero(inverse == c))
-        val.append(members[:k])
-        train.append(members[k:])
-    # Shuffle again so neither part is grouped by class.
-    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(val))
-
-
-def _largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
-    """Split `total` across classes in proportion to counts, in integers that sum to total."""
-    n = int(counts.sum())
-    quota, rest = np.divmod(counts.astype(np.int64) * total, n)
-    short = total - int(quota.sum())
-    quota[np.argsort(-rest, kind="stable")[:short]] += 1
-    return quota
-
-
 def load_dataset(data_dir: str | os.PathLike | None = None, *, verify: bool = True, val_fraction: float = 0.2,
                  seed: int = 42, stratify: bool = False, subset: int | None = None) -> FashionMNIST:
     """Train/val split of the 60,000 training images (48,000/12,000 by default), test set apart.
@@ -261,160 +220,3 @@ def class_counts(labels: np.ndarray) -> dict[str, int]:
     values, n = np.unique(labels, return_counts=True)
     counts.update({CLASS_NAMES[int(v)]: int(c) for v, c in zip(values, n, strict=True)})
     return counts
-
-
-def kfold_indices(n: int, k: int, *, seed: int = 0, shuffle: bool = True,
-                  labels: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train_idx, val_idx) per fold, both sorted. Without labels this equals sklearn's
-    KFold(k, shuffle=shuffle, random_state=seed); with labels every class is spread evenly."""
-    if not 2 <= k <= n:
-        raise ValueError(f"need 2 <= k <= n, got k={k}, n={n}")
-    if labels is not None and len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} entries, expected {n}")
-    fold_of = _fold_assignment(n, k, seed, shuffle, labels)
-    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
-
-
-def _fold_assignment(n: int, k: int, seed: int, shuffle: bool, labels: np.ndarray | None) -> np.ndarray:
-    order = np.arange(n)
-    rng = np.random.RandomState(seed)
-    if labels is None:
-        if shuffle:
-            rng.shuffle(order)
-        sizes = np.full(k, n // k)
-        sizes[: n % k] += 1
-        fold_of_position = np.repeat(np.arange(k), sizes)  # KFold's contiguous chunks
-    else:
-        # Group by class, shuffled within each class, then deal positions round-robin: fold sizes
-        # and per-class counts per fold both differ by at most one.
-        by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
-        order = np.concatenate([rng.permutation(m) if shuffle else m for m in by_class])
-        fold_of_position = np.arange(n) % k
-    fold_of = np.empty(n, dtype=np.int64)
-    fold_of[order] = fold_of_position
-    return fold_of
-
-
-def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The int32 visiting order of n examples in one epoch, a pure function of (seed, epoch)."""
-    if not shuffle or n <= 1:
-        return np.arange(n, dtype=np.int32)
-    with _host_cpu():  # host-side indices; same bits on any backend
-        return np.asarray(_permutation(seed, epoch, n), dtype=np.int32)
-
-
-def _host_cpu():
-    import jax  # lazy: loading and describing data should not pay JAX start-up
-
-    return jax.default_device(jax.local_devices(backend="cpu")[0])
-
-
-class EpochOrders:
-    """`epoch_order(n, seed, e)` for epochs e < epochs, each computed in a background thread while
-    the epoch before it trains (it is a pure function of (seed, epoch), so only the time changes)."""
-
-    def __init__(self, n: int, seed: int, epochs: int):
-        self._n, self._seed, self._epochs = n, seed, epochs
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="epoch-order")
-        self._next: dict[int, concurrent.futures.Future] = {}
-
-    def prefetch(self, epoch: int) -> None:
-        """Start computing `epoch`'s order now (fit asks for the first one while its steps compile)."""
-        if epoch < self._epochs and epoch not in self._next:
-            self._next[epoch] = self._pool.submit(epoch_order, self._n, self._seed, epoch)
-
-    def get(self, epoch: int) -> np.ndarray:
-        pending = self._next.pop(epoch, None)
-        order = pending.result() if pending else epoch_order(self._n, self._seed, epoch)
-        self.prefetch(epoch + 1)
-        return order
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def __enter__(self) -> EpochOrders:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def warm_epoch_order(n: int) -> None:
-    """Compile epoch_order's program for n examples now (it is cached), so no epoch pays for it."""
-    if n > 1:
-        with _host_cpu():
-            _compiled_permutation(n)
-
-
-def permutation_fn(n: int) -> Callable:
-    """The traceable `(seed, epoch) -> order of n` behind epoch_order, for callers that fold it into a program."""
-    import jax
-
-    def permutation(seed, epoch):
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 0x5EED), epoch)
-        return jax.random.permutation(key, n)
-    return permutation
-
-
-@functools.lru_cache(maxsize=32)
-def _compiled_permutation(n: int):
-    import jax
-    import jax.numpy as jnp
-
-    from fashion_jax.compile import compile_hot
-
-    zero = jnp.zeros((), jnp.int32)
-    # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
-    # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
-    return compile_hot(jax.jit(permutation_fn(n)), zero, zero)
-
-
-def _permutation(seed: int, epoch: int, n: int):
-    import jax.numpy as jnp
-
-    return _compiled_permutation(n)(jnp.int32(seed), jnp.int32(epoch))
-
-
-def batches(n: int, batch_size: int, *, seed: int, epoch: int, shuffle: bool = True,
-            last: str = "pad") -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (indices int32 [batch_size], mask bool [batch_size]) covering one epoch.
-
-    last="pad" fills the final partial batch with index 0 and mask False, so every batch has one
-    shape and a jitted step never recompiles; last="drop" skips it.
-    """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if last not in ("pad", "drop"):
-        raise ValueError(f"last must be 'pad' or 'drop', got {last!r}")
-    return _iter_batches(epoch_order(n, seed, epoch, shuffle), batch_size, last)
-
-
-def _iter_batches(order: np.ndarray, size: int, last: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    full = np.ones(size, dtype=bool)
-    for start in range(0, len(order) - size + 1, size):
-        yield order[start : start + size], full.copy()
-    rest = len(order) % size
-    if rest and last == "pad":
-        idx = np.zeros(size, dtype=np.int32)
-        idx[:rest] = order[len(order) - rest :]
-        yield idx, np.arange(size) < rest
-
-
-def save_samples_png(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, n: int = 10) -> Path:
-    """The chapter's sample strip: n images in one row, gray_r, class name as title."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-
-    n = min(n, len(images))
-    if n < 1:
-        raise ValueError("need at least one image")
-    fig = Figure(figsize=(1.6 * n, 2.0))
-    FigureCanvasAgg(fig)
-    for ax, image, label in zip(fig.subplots(1, n, squeeze=False)[0], images[:n], labels[:n], strict=True):
-        ax.imshow(image, cmap="gray_r")
-        ax.set_title(CLASS_NAMES[int(label)], fontsize=9)
-        ax.axis("off")
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    return out

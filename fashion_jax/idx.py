@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-# Decompressed size in bytes and SHA-256 of the official Fashion-MNIST files (see DATA.md).
+# Decompressed size in bytes and SHA-256 of the official Fashion-MNIST files, as published with the
+# dataset (Xiao, Rasul & Vollgraf 2017); the loader refuses anything else unless told not to verify.
 OFFICIAL_SHA256: dict[str, tuple[int, str]] = {
     "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
     "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),

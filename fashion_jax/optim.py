@@ -1,15 +1,12 @@
-"""Optimizers by name, all optax, with Keras's default learning rates."""
+"""Optimizers by name, all optax, with Keras's defaults (learning rates: config.DEFAULT_LEARNING_RATES)."""
+
 from __future__ import annotations
 
 from typing import Callable
 
 import optax
 
-from fashion_jax.config import TrainConfig
-
-# Keras 3 defaults, which the chapter's compile() calls rely on.
-_KERAS_DEFAULT_LR = {"sgd": 0.01, "momentum": 0.01, "nesterov": 0.01,
-                     "adagrad": 0.001, "rmsprop": 0.001, "adam": 0.001}
+from fashion_jax.config import DEFAULT_LEARNING_RATES, TrainConfig
 
 OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransformation]] = {
     "sgd": lambda lr: optax.sgd(lr),
@@ -24,10 +21,14 @@ OPTIMIZERS: dict[str, Callable[[optax.ScalarOrSchedule], optax.GradientTransform
 
 
 def learning_rate(config: TrainConfig) -> float:
-    return config.learning_rate if config.learning_rate is not None else _KERAS_DEFAULT_LR[config.optimizer]
+    """The configured rate, or the optimizer's Keras default when none is set."""
+    if config.learning_rate is not None:
+        return config.learning_rate
+    return DEFAULT_LEARNING_RATES[config.optimizer]
 
 
 def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """The configured optimizer; a cosine schedule decays to 0 over `total_steps`."""
     lr: optax.ScalarOrSchedule = learning_rate(config)
     if config.schedule == "cosine":
         lr = optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))

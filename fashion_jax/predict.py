@@ -5,9 +5,15 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from fashion_jax.data import CLASS_NAMES
+from fashion_jax.evaluate import predict_logits
 from fashion_jax.idx import DataError
+from fashion_jax.model_io import load_model
+from fashion_jax.numerics import first_nonfinite
 
 log = logging.getLogger("fashion_jax")
 
@@ -23,7 +29,6 @@ def load_image(path: str | Path) -> np.ndarray:
         array = _load_picture(path)
     if array.shape != (28, 28):
         log.warning("%s: resizing %dx%d to 28x28", path, array.shape[1], array.shape[0])
-        from PIL import Image
         array = np.asarray(Image.fromarray(array).resize((28, 28), Image.BILINEAR))
     return array
 
@@ -36,7 +41,7 @@ def _load_npy(path: Path) -> np.ndarray:
     array = np.squeeze(array)
     if array.ndim != 2 or array.size == 0:
         raise DataError(path, f"expected one 2-D grayscale image, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
+    if first_nonfinite(array) is not None:
         raise DataError(path, "array holds NaN or Inf")
     if array.dtype.kind == "f" and array.max() <= 1.0:
         array = array * 255.0  # already scaled to [0, 1], as the chapter's train_scaled
@@ -44,8 +49,6 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _load_picture(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("L"))
@@ -54,14 +57,10 @@ def _load_picture(path: Path) -> np.ndarray:
 
 
 def predict_files(workdir: str | Path, files: Sequence[str | Path]) -> list[dict]:
-    import jax
-
-    from fashion_jax.checkpoint import load_model
-    from fashion_jax.data import CLASS_NAMES
-
+    """Class, label and probability of each file, by the model in `workdir`."""
     images = np.stack([load_image(f) for f in files])  # validate every file before restoring the model
     config, model, params = load_model(workdir)
-    logits = jax.jit(lambda p, x: model.apply({"params": p}, x / 255.0))(params, images.astype(np.float32))
+    logits = predict_logits(model, params, images, config.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     return [{"file": str(f), "class": CLASS_NAMES[int(p.argmax())], "label": int(p.argmax()),
              "probability": float(p.max())} for f, p in zip(files, probs)]

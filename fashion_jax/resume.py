@@ -1,6 +1,6 @@
 """What makes a killed run resumable bit for bit: guarded saves, checked restores, one fingerprint.
 
-fit() saves `{"train": TrainState, "acc": running sums}` plus JSON meta through `Saver` and gets it
+fit() saves `{"train": TrainState, "sums": EpochSums}` plus JSON meta through `Saver` and gets it
 back through `restore`. The rules, each one learned the hard way (see docs/RELIABILITY.md):
   - never save a non-finite state: check the loss flag and the arrays before every save;
   - never save into a workdir that vanished (Orbax would quietly recreate half of it);
@@ -13,21 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from fashion_jax import checkpoint as ckpt
+from fashion_jax import config as config_lib
 from fashion_jax import distributed
 from fashion_jax import early_stopping as es
+from fashion_jax.config import TrainConfig
+from fashion_jax.numerics import first_nonfinite
+from fashion_jax.steps import EpochSums
 
 log = logging.getLogger("fashion_jax")
-META_FORMAT = 1  # bump when the meta keys change; an unknown format is refused, not guessed at
+META_FORMAT = 2  # 2: the running sums are EpochSums under "sums". Bump when the meta keys change; an unknown format is refused, not guessed at
 
 
 class NonFiniteLossError(RuntimeError):
@@ -43,32 +46,26 @@ class WorkdirError(RuntimeError):
 
 
 @dataclass
-class Position:
+class Progress:
     """Everything about where a run is, apart from the arrays."""
     epoch: int  # completed epochs
     history: list[dict]
     stop: es.StopState
 
 
-@jax.jit
-def _all_finite(tree: Any) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
-
-
-def check_finite(state: Any, acc: dict, epoch: int, steps_per_epoch: int, skip_nonfinite: int) -> None:
+def check_finite(state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, skip_nonfinite: int) -> None:
     """Raise NonFiniteLossError unless the state is safe to keep training from and to save.
 
     Without skipping, the first non-finite batch loss stops the run (the step records it on the
     device, so this costs one scalar read). With --skip-nonfinite N, optax.apply_if_finite drops
     bad updates and only gives up (applying NaN) after N in a row, so the arrays are what we check.
     """
-    first_bad = int(acc["first_bad_step"])
+    first_bad = int(sums.first_bad_step)
     where = lambda g: f"epoch {g // steps_per_epoch + 1}, step {g % steps_per_epoch + 1} (global step {g + 1})"
     if first_bad >= 0 and skip_nonfinite == 0:
         raise NonFiniteLossError(f"non-finite loss at {where(first_bad)}; the last good and best checkpoints "
                                  "are kept; lower --learning-rate or pass --skip-nonfinite N")
-    if not bool(_all_finite(state)):
+    if first_nonfinite(state) is not None:
         first = f", first bad loss at {where(first_bad)}" if first_bad >= 0 else ""
         raise NonFiniteLossError(f"non-finite parameters in epoch {epoch + 1} (more than {skip_nonfinite} "
                                  f"non-finite updates in a row{first}); the last good and best checkpoints are "
@@ -81,7 +78,7 @@ def check_epoch_means(row: dict, epoch: int, skip_nonfinite: int) -> None:
     With --skip-nonfinite the training sum also holds the skipped batches' NaN (steps.py adds
     every batch to it), so only val_loss is judged then."""
     keys = ("val_loss",) if skip_nonfinite else ("loss", "val_loss")
-    bad = [k for k in keys if not math.isfinite(row[k])]
+    bad = [k for k in keys if first_nonfinite(row[k]) is not None]
     if bad:
         raise NonFiniteLossError(f"non-finite {' and '.join(bad)} over epoch {epoch + 1} (the model diverged); "
                                  "the last good and best checkpoints are kept; lower --learning-rate")
@@ -96,23 +93,24 @@ class Saver:
         self.n_train, self.batch_size, self.steps_per_epoch = n_train, batch_size, steps_per_epoch
         self.skip_nonfinite = skip_nonfinite
 
-    def _check(self, state: Any, acc: dict, epoch: int) -> None:
+    def _check(self, state: Any, sums: EpochSums, epoch: int) -> None:
         # Only process 0 writes config.json (another host may not share the folder); all check the folder.
         marker = self.workdir / "config.json" if distributed.is_leader() else self.workdir
         if not marker.exists():
             raise WorkdirError(f"{self.workdir}: the workdir (or its config.json) disappeared during training; "
                                "nothing more was written")
-        check_finite(state, acc, epoch, self.steps_per_epoch, self.skip_nonfinite)
+        check_finite(state, sums, epoch, self.steps_per_epoch, self.skip_nonfinite)
 
-    def save_state(self, step: int, state: Any, acc: dict, pos: Position, mid_epoch: bool) -> None:
-        """Full state after `step` steps; `pos.epoch` completed epochs (the current one is running if mid_epoch)."""
-        self._check(state, acc, pos.epoch)
-        meta = {"format": META_FORMAT, "epoch": pos.epoch, "mid_epoch": mid_epoch, "history": pos.history,
-                "stop": pos.stop.to_dict(), "n_train": self.n_train, "batch_size": self.batch_size}
-        self.checkpoints.save_state(step, {"train": state, "acc": acc}, meta)
+    def save_state(self, step: int, state: Any, sums: EpochSums, progress: Progress, mid_epoch: bool) -> None:
+        """Full state after `step` steps; `progress.epoch` completed epochs (one more runs if mid_epoch)."""
+        self._check(state, sums, progress.epoch)
+        meta = {"format": META_FORMAT, "epoch": progress.epoch, "mid_epoch": mid_epoch,
+                "history": progress.history, "stop": progress.stop.to_dict(), "n_train": self.n_train,
+                "batch_size": self.batch_size}
+        self.checkpoints.save_state(step, {"train": state, "sums": sums}, meta)
 
-    def save_best(self, epoch: int, state: Any, acc: dict, meta: dict) -> None:
-        self._check(state, acc, epoch - 1)
+    def save_best(self, epoch: int, state: Any, sums: EpochSums, meta: dict) -> None:
+        self._check(state, sums, epoch - 1)
         self.checkpoints.save_best(epoch, state.params, meta)
 
 
@@ -152,28 +150,28 @@ class BestInMemory:
         pass
 
 
-def restore(checkpoints: ckpt.RunCheckpoints, state: Any, acc: dict, *, n_train: int, batch_size: int,
-            steps_per_epoch: int) -> tuple[Any, dict, Position] | None:
-    """(state, acc, position) from the newest intact checkpoint, or None when there is none.
+def restore(checkpoints: ckpt.RunCheckpoints, state: Any, sums: EpochSums, *, n_train: int, batch_size: int,
+            steps_per_epoch: int) -> tuple[Any, EpochSums, Progress] | None:
+    """(state, sums, progress) from the newest intact checkpoint, or None when there is none.
 
-    `state` and `acc` are freshly initialised templates: they give the abstract restore target
-    (shapes, dtypes and this host's shardings) and the acc used when the checkpoint is at an
+    `state` and `sums` are freshly initialised templates: they give the abstract restore target
+    (shapes, dtypes and this host's shardings) and the sums used when the checkpoint is at an
     epoch boundary.
     """
 
     def validate(step: int, tree: Any, meta: dict) -> None:
         _check_meta(step, tree, meta, n_train=n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
 
-    restored = checkpoints.restore_state({"train": state, "acc": acc}, validate=validate)
+    restored = checkpoints.restore_state({"train": state, "sums": sums}, validate=validate)
     if restored is None:
         checkpoints.prune(latest_after=-1, best_after=0)  # nothing to resume: a half-run's best/ is stale
         return None
     tree, meta, step = restored
-    position = Position(epoch=int(meta["epoch"]), history=list(meta["history"]),
+    progress = Progress(epoch=int(meta["epoch"]), history=list(meta["history"]),
                         stop=es.StopState.from_dict(meta["stop"]))
     # The resumed run rewrites any step after this one; stale copies would block those saves.
-    checkpoints.prune(latest_after=step, best_after=position.epoch)
-    return tree["train"], tree["acc"] if meta["mid_epoch"] else acc, position
+    checkpoints.prune(latest_after=step, best_after=progress.epoch)
+    return tree["train"], tree["sums"] if meta["mid_epoch"] else sums, progress
 
 
 def _check_meta(step: int, tree: Any, meta: dict, *, n_train: int, batch_size: int, steps_per_epoch: int) -> None:
@@ -189,7 +187,8 @@ def _check_meta(step: int, tree: Any, meta: dict, *, n_train: int, batch_size: i
                 "--batch-size, or pass --overwrite")
         epoch, mid, history = int(meta["epoch"]), bool(meta["mid_epoch"]), meta["history"]
         es.StopState.from_dict(meta["stop"])
-        pos, saved_step, n = int(tree["acc"]["pos"]), int(tree["train"].step), int(tree["acc"]["n"])
+        sums = tree["sums"]
+        pos, saved_step, n = int(sums.next_batch), int(tree["train"].step), int(sums.rows)
     except ckpt.CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -206,8 +205,6 @@ def fingerprint(workdir: str | Path) -> dict[str, Any]:
     """SHA-256 of everything a run leaves that must not depend on interruptions: the best params,
     the newest full state (params, optimizer, counters), history.jsonl and result.json's metrics.
     Two runs are bitwise identical exactly when their fingerprints are equal."""
-    import orbax.checkpoint as ocp
-
     workdir = Path(workdir)
 
     def digest_tree(folder: Path) -> str | None:
@@ -236,3 +233,29 @@ def fingerprint(workdir: str | Path) -> dict[str, Any]:
     return {"best": digest_tree(workdir / "best"), "latest": digest_tree(workdir / "checkpoints"),
             "history": hashlib.sha256(history.read_bytes()).hexdigest() if history.is_file() else None,
             "result": metrics}
+
+
+# Settings a resume may change: how long to train, how often to save, and how evaluation is batched
+# (its default may change between versions, and it only moves val metrics' last bits). Anything else
+# would silently make a different run than the one in the checkpoint.
+RESUMABLE_CHANGES = ("epochs", "patience", "checkpoint_every", "eval_batch_size")
+
+
+def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
+    """A workdir of another model or other settings is refused before any restore is attempted."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        if (Path(workdir) / "checkpoints").exists():
+            raise ckpt.CheckpointError(f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir")
+        return
+    saved = config_lib.load_json(path)
+    if saved.model != config.model:
+        raise ckpt.CheckpointMismatch(f"{workdir} holds a {saved.model.name!r} run with another architecture; "
+                                      "use another --workdir or --overwrite")
+    old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
+    changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
+    if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
+        changed.append("epochs (the cosine schedule spans all epochs)")
+    if changed:
+        raise ckpt.CheckpointMismatch(f"{workdir} was trained with other settings ({', '.join(changed)}); resume "
+                                      "with the same flags, or use another --workdir or --overwrite")

@@ -1,8 +1,8 @@
-"""What a trained model looks like inside: conv filters, feature maps, confusion matrix, curves.
+"""Every figure fashion_jax draws: samples, learning curves, conv filters, feature maps, confusion.
 
 The chapter ends by plotting the first conv layer's weights and the feature maps one test image
-produces. Every figure is a bare `matplotlib.figure.Figure` saved to PNG: no pyplot, so there is no
-global figure state to leak between calls and no display is needed.
+produces. Every figure is a bare `matplotlib.figure.Figure` saved by `save_figure`: no pyplot, so
+there is no global figure state to leak between calls and no display is needed.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -18,17 +18,51 @@ import jax.numpy as jnp
 import numpy as np
 from matplotlib.figure import Figure
 
-from fashion_jax import history as history_lib
-from fashion_jax.checkpoint import load_model
-from fashion_jax.data import CLASS_NAMES, NUM_CLASSES, FashionMNIST
-from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional
+from fashion_jax.config import NUM_CLASSES
+from fashion_jax.data import CLASS_NAMES, FashionMNIST
+from fashion_jax.evaluate import predict_logits
+from fashion_jax.history import read_history
+from fashion_jax.model_io import load_model
+from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional, pixels_to_inputs
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """The one way a figure reaches disk: PNG, parent folders created, margins trimmed."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
     return out
+
+
+def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
+    """Train/val loss and accuracy per epoch, side by side (the chapter plots loss per epoch)."""
+    fig = Figure(figsize=(10, 4), dpi=100)
+    epochs = [row["epoch"] for row in history]
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(epochs, [row[key] for row in history], "o-", label="train")
+        if history and f"val_{key}" in history[0]:
+            ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_samples(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, n: int = 10) -> Path:
+    """The chapter's sample strip: n images in one row, gray_r, class name as title."""
+    n = min(n, len(images))
+    if n < 1:
+        raise ValueError("need at least one image")
+    fig = Figure(figsize=(1.6 * n, 2.0))
+    for ax, image, label in zip(fig.subplots(1, n, squeeze=False)[0], images[:n], labels[:n], strict=True):
+        ax.imshow(image, cmap="gray_r")
+        ax.set_title(CLASS_NAMES[int(label)], fontsize=9)
+        ax.axis("off")
+    return save_figure(fig, path)
 
 
 def _grid(n: int, max_cols: int) -> tuple[int, int]:
@@ -58,12 +92,7 @@ def plot_filters(kernel: np.ndarray, path: str | os.PathLike, *, vmax: float | N
             image = ax.imshow(weights[:, :, i], vmin=-limit, vmax=limit, cmap="RdBu_r")
     fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
     fig.suptitle(title)
-    return _save(fig, path)
-
-
-def _scale(images: Any) -> jax.Array:
-    # the same uint8 -> [0, 1] scaling as the train and eval steps (steps.gather_batch)
-    return jnp.asarray(images).astype(jnp.float32) / 255.0
+    return save_figure(fig, path)
 
 
 def feature_maps(model: nn.Module, params: Any, image: np.ndarray) -> dict[str, np.ndarray]:
@@ -79,10 +108,8 @@ def feature_maps(model: nn.Module, params: Any, image: np.ndarray) -> dict[str, 
 # plot_all reuses the compiled function instead of tracing a fresh closure on every call.
 @partial(jax.jit, static_argnames="model")
 def _conv_outputs(model: nn.Module, params: Any, image: jax.Array) -> dict[str, jax.Array]:
-    # The model's own `sow("intermediates", "conv{i}")` cannot be read: that name is also the conv
-    # submodule's scope, so apply(mutable=["intermediates"]) raises "Duplicate use of scope name".
-    # Instead intercept each conv layer's output and apply the model's activation, exactly what the
-    # CNN sows; with intermediates left immutable the sow is a no-op.
+    # Each conv layer's output is intercepted and passed through the model's activation: the
+    # activations the next layer sees, without the model having to store them.
     activation = ACTIVATIONS[model.cfg.activation] if hasattr(model, "cfg") else (lambda x: x)
     captured: dict[str, jax.Array] = {}
 
@@ -93,16 +120,8 @@ def _conv_outputs(model: nn.Module, params: Any, image: jax.Array) -> dict[str, 
         return out
 
     with nn.intercept_methods(grab):
-        model.apply({"params": params}, _scale(image)[None], train=False)
+        model.apply({"params": params}, pixels_to_inputs(jnp.asarray(image))[None], train=False)
     return captured
-
-
-@partial(jax.jit, static_argnames=("model", "batch_size"))
-def _predict(model: nn.Module, params: Any, images: jax.Array, start: jax.Array, batch_size: int) -> jax.Array:
-    # One fixed batch shape (the last batch clamps its row indices and is trimmed on the host), so
-    # the forward pass compiles once, as in steps.make_eval_step.
-    rows = jnp.minimum(start + jnp.arange(batch_size), images.shape[0] - 1)
-    return jnp.argmax(model.apply({"params": params}, _scale(images[rows]), train=False), axis=-1)
 
 
 def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
@@ -119,7 +138,7 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
             ax.imshow(maps[:, :, i])
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
@@ -130,10 +149,7 @@ def confusion_matrix(model: nn.Module, params: Any, images: np.ndarray, labels: 
         raise ValueError(f"need one label in 0..{num_classes - 1} per image; got {len(true)} labels for {n} images")
     if n == 0:
         return np.zeros((num_classes, num_classes), np.int64)
-    device_images = jax.device_put(np.asarray(images))  # once; each batch is gathered on device
-    preds = jax.device_get([_predict(model, params, device_images, start, batch_size)
-                            for start in range(0, n, batch_size)])
-    preds = np.concatenate(preds)[:n].astype(np.int64)
+    preds = predict_logits(model, params, images, batch_size).argmax(axis=-1).astype(np.int64)
     return np.bincount(true * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
@@ -157,7 +173,7 @@ def plot_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[str], pat
     accuracy = f"accuracy {np.trace(cm) / total:.4f} on {total}" if total else "no images"
     ax.set_title(f"{title}  ({accuracy})" if title else accuracy)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(workdir: str | os.PathLike, data: FashionMNIST, *, image_index: int = 0,
@@ -191,10 +207,9 @@ def plot_all(workdir: str | os.PathLike, data: FashionMNIST, *, image_index: int
     cm = confusion_matrix(model, params, data.test_x, data.test_y, batch_size=config.eval_batch_size)
     written["confusion"] = str(plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set"))
 
-    history = history_lib.read_history(workdir / "history.jsonl")
+    history = read_history(workdir / "history.jsonl")
     if history:
-        out.mkdir(parents=True, exist_ok=True)  # plot_history does not create folders
-        written["curves"] = str(history_lib.plot_history(history, out / "curves.png", title=name))
+        written["curves"] = str(plot_history(history, out / "curves.png", title=name))
     else:
         written["curves"] = f"skipped: no history in {workdir / 'history.jsonl'}"
     return written
@@ -206,4 +221,4 @@ def _plot_image(image: np.ndarray, title: str, path: Path) -> Path:
     ax.imshow(image, cmap="gray_r")  # the chapter's colour map for Fashion-MNIST samples
     ax.set_title(title)
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,0 +1,161 @@
+"""The command line's shape: every command's flags, generated from the config dataclasses.
+
+A config field's flag, type, choices and help sentence come from the field itself (config.py), so
+a new field is a new flag with nothing to copy. Flags default to None ("not given"), so a preset
+or the dataclass supplies the value and `config.preset` applies only what the user typed.
+Standard library and config.py only: `fashion-jax --help` must not pay for importing JAX.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from fashion_jax.config import MODEL_DEFAULTS, PRESETS, CVOptions, ModelConfig, RunOptions, TrainConfig
+
+CONFIG_CLASSES = (ModelConfig, TrainConfig)
+
+
+class CliError(Exception):
+    """Raised for bad flags; printed as one line."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print the whole usage block
+        raise CliError(f"{self.prog}: {message}")
+
+
+def dest(f: dataclasses.Field) -> str:
+    """The argparse destination (and `config.preset` override name) of a config field."""
+    return f.metadata.get("flag", f.name)
+
+
+def flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of `cls` that get a flag: all but nested configs (they bring their own)."""
+    hints = typing.get_type_hints(cls)
+    return [f for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " ".join(map(str, value))
+    return "unset" if value is None else str(value)
+
+
+def _default_text(cls: type, f: dataclasses.Field, presets: tuple[str, ...]) -> str:
+    base = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    text = f"default: {_show(base)}"
+    if cls is ModelConfig:
+        per_model = [f"{m} {_show(d[f.name])}" for m, d in MODEL_DEFAULTS.items() if f.name in d]
+        if per_model:
+            text += f"; per model: {', '.join(per_model)}"
+    by_preset = [f"{p} {_show(PRESETS[p][dest(f)])}" for p in presets if dest(f) in PRESETS[p]]
+    return text + (f"; preset {', '.join(by_preset)}" if by_preset else "")
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, presets: tuple[str, ...] = ()) -> None:
+    """One flag per field of `cls`, named, typed, constrained and explained by the field."""
+    hints = typing.get_type_hints(cls)
+    for f in flag_fields(cls):
+        kind = typing.get_args(hints[f.name]) or (hints[f.name],)
+        kwargs: dict[str, Any] = {"dest": dest(f), "default": None,
+                                  "help": f"{f.metadata['help']} ({_default_text(cls, f, presets)})"}
+        if hints[f.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
+        elif typing.get_origin(hints[f.name]) is tuple:
+            kwargs.update(type=kind[0], nargs="+", metavar="N")
+        else:
+            kwargs["type"] = next(t for t in kind if t is not type(None))
+            kwargs["choices"] = f.metadata.get("choices")
+        parser.add_argument("--" + dest(f).replace("_", "-"), **kwargs)
+
+
+def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
+    """The values the user typed for the fields of `classes`, by override name."""
+    return {dest(f): getattr(args, dest(f)) for cls in classes for f in flag_fields(cls)
+            if getattr(args, dest(f), None) is not None}
+
+
+def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    if data:
+        p.add_argument("--data-dir", help="folder with the four IDX files (default: $FASHION_JAX_DATA, "
+                                          "then /usr/share/datasets/fashion-mnist, then TFDS)")
+        p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (custom IDX data)")
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a model; the workdir is the resume point")
+    names = ", ".join(f"{n} ({', '.join(f'{k}={_show(v)}' for k, v in PRESETS[n].items())})" for n in PRESETS)
+    p.add_argument("--preset", choices=list(PRESETS), help=f"start from a named setup; flags override it: {names}")
+    for cls in CONFIG_CLASSES:
+        add_dataclass_flags(p, cls, presets=("chapter", "fast"))
+    add_dataclass_flags(p, RunOptions)
+    p.add_argument("--workdir", default="runs/default", help="run folder: config, checkpoints, history, "
+                   "result (default: runs/default)")
+    p.add_argument("--subset", type=int, help="train on the first N training images (default: all 48,000)")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-host (or $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, help="number of processes (or $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="this process's index (or $JAX_PROCESS_ID)")
+    add_common(p)
+
+
+def _add_cv(sub: Any) -> None:
+    p = sub.add_parser("cv", help="k-fold cross-validation, all folds in one vmapped program")
+    p.add_argument("--preset", choices=list(PRESETS), default="cv", help="start from a named setup (default: cv)")
+    for cls in CONFIG_CLASSES:
+        add_dataclass_flags(p, cls, presets=("cv",))
+    add_dataclass_flags(p, CVOptions)
+    p.add_argument("--subset", type=int, help="use the first N of the 60,000 training images (default: all)")
+    add_common(p)
+
+
+def _add_chapter_tools(sub: Any) -> None:
+    p = sub.add_parser("shapes", help="walk a shape through conv/pool layers")
+    p.add_argument("--input", type=int, default=28, help="input height and width (default: 28)")
+    p.add_argument("--channels", type=int, default=1, help="input channels (default: 1)")
+    p.add_argument("--kernel", type=int, default=3, help="conv kernel size (default: 3)")
+    p.add_argument("--stride", type=int, default=1, help="conv stride (default: 1)")
+    p.add_argument("--padding", default="same", help="same, valid, or an integer (default: same)")
+    p.add_argument("--filters", type=int, default=32, help="conv filters (default: 32)")
+    p.add_argument("--pool", type=int, default=0, help="pooling window after the conv (default: 0, none)")
+    p.add_argument("--model", choices=["cnn"], help="walk the whole chapter CNN instead")
+    add_common(p, data=False)
+
+    p = sub.add_parser("xor", help="perceptron vs MLP vs hand-set weights on XOR")
+    p.add_argument("--seed", type=int, default=0, help="seed of the MLP's init (default: 0)")
+    add_common(p, data=False)
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="fashion-jax", description="Fashion-MNIST, the chapter done in JAX/Flax. "
+                           "Every command takes --json; bad input ends with one error line and exit 2.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("data", help="split sizes, class counts and a PNG of the first 10 training images")
+    p.add_argument("--out", default="samples.png", help="where the PNG goes (default: samples.png)")
+    add_common(p)
+
+    _add_train(sub)
+
+    p = sub.add_parser("evaluate", help="restore a workdir's model and evaluate it")
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument("--split", choices=["val", "test"], default="test", help="which split (default: test)")
+    add_common(p)
+
+    p = sub.add_parser("predict", help="classify 28x28 grayscale PNG/JPEG or .npy files")
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument("files", nargs="+", help="images (PNG, JPEG, ...) or .npy arrays")
+    add_common(p, data=False)
+
+    _add_cv(sub)
+    _add_chapter_tools(sub)
+
+    p = sub.add_parser("plot", help="filters, feature maps, confusion matrix and curves of a trained model")
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument("--image", type=int, default=0, help="index of the test image for the feature maps (default: 0)")
+    p.add_argument("--out-dir", help="where the PNGs go (default: WORKDIR/plots)")
+    add_common(p)
+    return parser

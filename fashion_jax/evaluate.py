@@ -1,0 +1,114 @@
+"""The one forward pass and the one evaluation: fit, CV, predict, plots and experiments all use it.
+
+`forward` scales uint8 images and applies the model. `batch_sums` is one evaluation batch (loss
+sum and correct count over the unmasked rows), the body of fit's eval step and, vmapped, of CV's.
+`evaluate` runs a whole device-resident split; `predict_logits` returns logits for any images.
+Batches have one fixed shape (the last one is masked or trimmed), so each program compiles once.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fashion_jax.compile import compile_hot
+from fashion_jax.models import pixels_to_inputs
+
+DEFAULT_BATCH = 200  # config.TrainConfig.eval_batch_size's default, for callers without a config
+
+
+def forward(model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None) -> jax.Array:
+    """Logits of uint8 images (B, 28, 28)."""
+    return model.apply({"params": params}, pixels_to_inputs(images), train=train, rngs=rngs)
+
+
+def gather_batch(images: jax.Array, labels: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The uint8 images and labels at `idx`, gathered on the device (the dataset lives there)."""
+    return images[idx], labels[idx]
+
+
+def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of cross-entropy, number correct) over the unmasked rows."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, -1) == labels) & mask
+    return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct.astype(jnp.int32))
+
+
+def batch_sums(model: nn.Module, params: Any, images: jax.Array, labels: jax.Array, idx: jax.Array,
+               mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(loss sum, correct) of the rows `idx` whose `mask` is set, without dropout."""
+    x, y = gather_batch(images, labels, idx)
+    return masked_sums(forward(model, params, x), y, mask)
+
+
+def make_eval_step(model: nn.Module, batch_size: int) -> EvalStep:
+    """`eval_step(params, images, labels, start) -> (loss_sum, correct)` over rows start..start+batch_size."""
+
+    def eval_step(params, images, labels, start):
+        rows = start + jnp.arange(batch_size)
+        idx = jnp.minimum(rows, images.shape[0] - 1)  # the last batch repeats a row, masked out
+        return batch_sums(model, params, images, labels, idx, rows < images.shape[0])
+
+    return EvalStep(jax.jit(eval_step))
+
+
+class EvalStep:
+    """The jitted eval step, compiled ahead of time (with the hot options) once per split shape."""
+
+    def __init__(self, jitted: Any):
+        self._jitted, self._compiled = jitted, {}
+
+    def compiled(self, params: Any, images: jax.Array, labels: jax.Array) -> Any:
+        key = (images.shape, labels.shape)
+        if key not in self._compiled:
+            self._compiled[key] = compile_hot(self._jitted, params, images, labels, np.int32(0))
+        return self._compiled[key]
+
+    def __call__(self, params: Any, images: jax.Array, labels: jax.Array, start: int) -> Any:
+        # a NumPy scalar: jnp.int32(start) would be one more eager dispatch per batch
+        return self.compiled(params, images, labels)(params, images, labels, np.int32(start))
+
+
+def evaluate(eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array,
+             batch_size: int) -> dict[str, float]:
+    """Loss and accuracy over a whole device-resident split, one host sync at the end."""
+    n = int(images.shape[0])
+    if n == 0:
+        return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
+    sums = jax.device_get([eval_step(params, images, labels, start) for start in range(0, n, batch_size)])
+    loss_sum = sum(float(loss) for loss, _ in sums)
+    correct = sum(int(c) for _, c in sums)
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+def evaluate_arrays(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
+                    batch_size: int = DEFAULT_BATCH) -> dict[str, float]:
+    """`evaluate` for host arrays: puts them on the device and builds the eval step."""
+    step = make_eval_step(model, batch_size)
+    device_labels = jax.device_put(np.asarray(labels, np.int32))
+    return evaluate(step, params, jax.device_put(np.asarray(images)), device_labels, batch_size)
+
+
+@partial(jax.jit, static_argnames=("model", "batch_size"))
+def _batch_logits(model: nn.Module, params: Any, images: jax.Array, start: jax.Array, batch_size: int) -> jax.Array:
+    rows = jnp.minimum(start + jnp.arange(batch_size), images.shape[0] - 1)
+    return forward(model, params, images[rows])
+
+
+def predict_logits(model: nn.Module, params: Any, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+    """(N, num_classes) float32 logits of uint8 images (N, 28, 28); the model is static, so equal
+    models share one compiled program."""
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, getattr(getattr(model, "cfg", None), "num_classes", 10)), np.float32)
+    batch_size = min(batch_size, n)
+    device_images = jax.device_put(np.asarray(images))  # once; each batch is gathered on the device
+    out = jax.device_get([_batch_logits(model, params, device_images, np.int32(s), batch_size)
+                          for s in range(0, n, batch_size)])
+    return np.concatenate(out)[:n]
