@@ -6,7 +6,7 @@ DATA   := /usr/share/datasets/fashion-mnist
 STAMP  := $(VENV)/.installed
 WORKDIR ?= runs/cnn
 
-.PHONY: install data train test test-fast bench experiments experiments-quick clean
+.PHONY: install data train lint format test bench experiments experiments-quick clean
 
 install: $(STAMP) data
 
@@ -29,6 +29,15 @@ data:
 # The chapter's final setup: CNN, Adam, dropout 0.4, up to 20 epochs, patience 2, restore best.
 train: install
 	$(VENV)/bin/fashion-jax train --preset chapter --workdir $(WORKDIR) --overwrite
+
+# ruff (configured in pyproject.toml): lint and check the format of everything we wrote.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -10,7 +10,7 @@ fashion_jax.resume.fingerprint) must equal the reference's. Kill moments rotate 
   training  a uniform delay after the first checkpoint exists;
   save      while a randomly chosen checkpoint step is being written (its tmp folder exists), or
             right after it if the write was too quick to see;
-  paused    a save of an epoch end held by the FASHION_JAX_TEST_SAVE_PAUSE hook between its last byte
+  paused    a save of an epoch end held by the tests/paused_save.py hook between its last byte
             and its atomic rename, after best/ of that epoch had time to commit: best/ is then ahead
             of the newest intact state, and the resumed run must redo the epoch and rewrite best/;
 and every third trial is killed a second time while it resumes.
@@ -31,7 +31,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from fashion_jax.checkpoint import SAVE_PAUSE_ENV
 from fashion_jax.resume import fingerprint
 
 # Small real run with mid-epoch checkpoints: 1200 rows / batch 8 = 150 steps per epoch, one 100-step
@@ -41,14 +40,20 @@ TRAIN = ["--model", "mlp", "--dropout", "0.3", "--subset", "1200", "--epochs", s
          "--checkpoint-every", "5", "--quiet", "--json"]
 
 
-def train_cmd(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fashion_jax.cli", "train", *TRAIN, "--workdir", str(workdir), *extra]
+PAUSED_SAVE = Path(__file__).resolve().parents[1] / "tests" / "paused_save.py"
 
 
-# Every process runs a frozen copy of the package (see snapshot_package): in a shared checkout,
-# an edit landing mid-soak would otherwise make later trials differ from the reference.
+def train_cmd(workdir: Path, *extra: str, hold: str | None = None) -> list[str]:
+    """The train command; hold="STEP:SECONDS" runs it under the save-holding hook (tests/paused_save.py)."""
+    launcher = [HOOK[0], hold] if hold else ["-m", "fashion_jax.cli"]
+    return [sys.executable, *launcher, "train", *TRAIN, "--workdir", str(workdir), *extra]
+
+
+# Every process runs a frozen copy of the package and the hook (see snapshot_package): in a shared
+# checkout, an edit landing mid-soak would otherwise make later trials differ from the reference.
 ENV: dict[str, str] = dict(os.environ)
 CWD: list[str] = [os.getcwd()]  # `python -m` puts the cwd first on sys.path, so it must not hold the live package
+HOOK: list[str] = [str(PAUSED_SAVE)]
 
 
 def snapshot_package(root: Path) -> None:
@@ -58,13 +63,14 @@ def snapshot_package(root: Path) -> None:
     shutil.rmtree(src, ignore_errors=True)
     shutil.copytree(Path(fashion_jax.__file__).parent, src / "fashion_jax",
                     ignore=shutil.ignore_patterns("__pycache__"))
+    HOOK[0] = str(shutil.copy2(PAUSED_SAVE, src / PAUSED_SAVE.name))
     ENV["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [os.environ.get("PYTHONPATH")])])
     CWD[0] = str(root)
 
 
-def start(workdir: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(train_cmd(workdir, "--resume"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**ENV, **(env or {})}, cwd=CWD[0])
+def start(workdir: Path, hold: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(train_cmd(workdir, "--resume", hold=hold), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=CWD[0])
 
 
 def tmp_dirs(workdir: Path) -> list[str]:
@@ -105,11 +111,8 @@ def checkpoint_steps() -> list[int]:
 
 
 def run_trial(workdir: Path, mode: str, rng: random.Random, run_seconds: float, second_kill: bool) -> dict:
-    env = {}
-    if mode == "paused":
-        step = STEPS_PER_EPOCH * rng.randint(1, EPOCHS)
-        env = {SAVE_PAUSE_ENV: f"{step}:30"}
-    proc = start(workdir, env)
+    step = STEPS_PER_EPOCH * rng.randint(1, EPOCHS) if mode == "paused" else None  # the epoch end to hold
+    proc = start(workdir, hold=f"{step}:30" if step else None)
     ckpts = workdir / "checkpoints"
     if mode == "random":  # anywhere, start-up included
         delay = rng.uniform(0.5, run_seconds)

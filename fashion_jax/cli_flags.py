@@ -46,7 +46,7 @@ def _show(value: Any) -> str:
 
 def _default_text(cls: type, f: dataclasses.Field, presets: tuple[str, ...]) -> str:
     base = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    text = f"default: {_show(base)}"
+    text = f"default: {_show(base)}" if dest(f) != "model" else "default: the preset's; needed without --preset"
     if cls is ModelConfig:
         per_model = [f"{m} {_show(d[f.name])}" for m, d in MODEL_DEFAULTS.items() if f.name in d]
         if per_model:
@@ -89,16 +89,17 @@ def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model; the workdir is the resume point")
     names = ", ".join(f"{n} ({', '.join(f'{k}={_show(v)}' for k, v in PRESETS[n].items())})" for n in PRESETS)
-    p.add_argument("--preset", choices=list(PRESETS), help=f"start from a named setup; flags override it: {names}")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help=f"start from a named setup; flags override it (default: none, --model needed): {names}")
     for cls in CONFIG_CLASSES:
-        add_dataclass_flags(p, cls, presets=("chapter", "fast"))
+        add_dataclass_flags(p, cls, presets=tuple(PRESETS))
     add_dataclass_flags(p, RunOptions)
     p.add_argument("--workdir", default="runs/default", help="run folder: config, checkpoints, history, "
                    "result (default: runs/default)")
     p.add_argument("--subset", type=int, help="train on the first N training images (default: all 48,000)")
-    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-host (or $JAX_COORDINATOR_ADDRESS)")
-    p.add_argument("--num-processes", type=int, help="number of processes (or $JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, help="this process's index (or $JAX_PROCESS_ID)")
+    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-host (default: $JAX_COORDINATOR_ADDRESS, else one process)")
+    p.add_argument("--num-processes", type=int, help="number of processes (default: $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="this process's index (default: $JAX_PROCESS_ID)")
     add_common(p)
 
 
@@ -121,7 +122,7 @@ def _add_chapter_tools(sub: Any) -> None:
     p.add_argument("--padding", default="same", help="same, valid, or an integer (default: same)")
     p.add_argument("--filters", type=int, default=32, help="conv filters (default: 32)")
     p.add_argument("--pool", type=int, default=0, help="pooling window after the conv (default: 0, none)")
-    p.add_argument("--model", choices=["cnn"], help="walk the whole chapter CNN instead")
+    p.add_argument("--model", choices=["cnn"], help="walk the whole chapter CNN instead (default: one layer)")
     add_common(p, data=False)
 
     p = sub.add_parser("xor", help="perceptron vs MLP vs hand-set weights on XOR")

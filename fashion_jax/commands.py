@@ -18,8 +18,6 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-import jax
-import numpy as np
 from absl import logging as absl_logging
 
 from fashion_jax import config as config_lib
@@ -29,7 +27,7 @@ from fashion_jax.chapter.xor import xor_report
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.cli_flags import CONFIG_CLASSES, CliError, given
 from fashion_jax.config import ConfigError, CVOptions, RunOptions
-from fashion_jax.cv import cross_validate
+from fashion_jax.cv import NonFiniteCVError, cross_validate
 from fashion_jax.data import CLASS_NAMES, FashionMNIST, describe, load_dataset, load_split
 from fashion_jax.evaluate import evaluate_arrays
 from fashion_jax.idx import DataError
@@ -40,7 +38,7 @@ from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirEr
 
 EXIT_BAD_INPUT = 2
 EXPECTED_ERRORS = (CliError, ConfigError, DataError, CheckpointError, WorkdirError, NonFiniteLossError,
-                   ValueError, OSError)
+                   NonFiniteCVError, ValueError, OSError)
 
 
 def load_data(args: argparse.Namespace, subset: int | None = None) -> FashionMNIST:

@@ -18,9 +18,10 @@ import numpy as np
 import optax
 
 from fashion_jax.compile import compile_hot
+from fashion_jax.config import TrainConfig
 from fashion_jax.models import pixels_to_inputs
 
-DEFAULT_BATCH = 200  # config.TrainConfig.eval_batch_size's default, for callers without a config
+DEFAULT_BATCH = TrainConfig.eval_batch_size  # for callers without a config
 
 
 def forward(model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None) -> jax.Array:

@@ -47,7 +47,7 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     if (path / "checkpoints").is_dir():
         # The whole state is restored against a template built from config.json (never reshaped to
         # fit), then only its params are kept.
-        target = {"train": create_train_state(like, make_optimizer(config, 1)), "acc": epoch_sums(0)}
+        target = {"train": create_train_state(like, make_optimizer(config, 1)), "sums": epoch_sums(0)}
         restored = ckpt.restore_newest_readonly(path / "checkpoints", "state", target)
         if restored is not None:
             return config, model, restored[0]["train"].params

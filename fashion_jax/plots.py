@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from fashion_jax.config import NUM_CLASSES
 from fashion_jax.data import CLASS_NAMES, FashionMNIST
-from fashion_jax.evaluate import predict_logits
+from fashion_jax.evaluate import DEFAULT_BATCH, predict_logits
 from fashion_jax.history import read_history
 from fashion_jax.model_io import load_model
 from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional, pixels_to_inputs
@@ -142,7 +142,7 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
 
 
 def confusion_matrix(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
-                     batch_size: int = 1000, num_classes: int = NUM_CLASSES) -> np.ndarray:
+                     batch_size: int = DEFAULT_BATCH, num_classes: int = NUM_CLASSES) -> np.ndarray:
     """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted one."""
     n, true = len(images), np.asarray(labels).astype(np.int64)
     if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):

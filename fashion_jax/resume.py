@@ -75,8 +75,8 @@ def check_finite(state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, 
 def check_epoch_means(row: dict, epoch: int, skip_nonfinite: int) -> None:
     """Every batch loss can be finite while the epoch's float32 sums overflow (a diverged model:
     losses near 1e37). Such a row would poison history.jsonl and the best-epoch choice, so stop.
-    With --skip-nonfinite the training sum also holds the skipped batches' NaN (steps.py adds
-    every batch to it), so only val_loss is judged then."""
+    With --skip-nonfinite only val_loss is judged: an epoch whose every batch was skipped has no
+    training mean (NaN) and is still a valid row."""
     keys = ("val_loss",) if skip_nonfinite else ("loss", "val_loss")
     bad = [k for k in keys if first_nonfinite(row[k]) is not None]
     if bad:

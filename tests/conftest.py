@@ -1,8 +1,14 @@
-"""Shared fixtures: the real Fashion-MNIST, loaded once per session, and a small real subset."""
+"""Shared fixtures: small synthetic data for unit tests, and the real Fashion-MNIST for `realdata` tests.
+
+A test that uses `real_data` (directly or through another fixture) is marked `realdata` here, so
+`pytest -m "not realdata"` runs everything that needs no data files.
+"""
+
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from fashion_jax.data import FILES, SYSTEM_DIR, FashionMNIST, find_file, load_dataset, resolve_source
@@ -22,6 +28,32 @@ def require_real_data(system_dir_only: bool = False) -> None:
         pytest.skip(message)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
+def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n uint8 (28, 28) images of 10 learnable classes: a fixed blocky pattern per class (7x7 random
+    cells of 4x4 pixels), shifted by up to one pixel, dimmed, plus noise. Labels balanced, shuffled."""
+    rng = np.random.default_rng(seed)
+    cells = np.random.default_rng(1234).random((10, 7, 7))  # the same classes in every split
+    patterns = np.kron(cells, np.ones((4, 4)))
+    labels = rng.permutation(np.arange(n) % 10).astype(np.uint8)
+    shifts = rng.integers(-1, 2, (n, 2))
+    images = np.stack([np.roll(patterns[y], tuple(s), axis=(0, 1)) for y, s in zip(labels, shifts)])
+    images = images * rng.uniform(0.6, 1.0, (n, 1, 1)) + rng.normal(0, 0.15, images.shape)
+    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels
+
+
+@pytest.fixture(scope="session")
+def small_data() -> FashionMNIST:
+    """512 train / 256 val / 256 test synthetic images (synthetic_images), no files needed."""
+    parts = [synthetic_images(n, seed) for n, seed in ((512, 0), (256, 1), (256, 2))]
+    return FashionMNIST(*parts[0], *parts[1], *parts[2], "synthetic")
+
+
 @pytest.fixture(scope="session")
 def real_data() -> FashionMNIST:
     """load_dataset() on the real files (48,000 train / 12,000 val / 10,000 test)."""
@@ -30,8 +62,25 @@ def real_data() -> FashionMNIST:
 
 
 @pytest.fixture(scope="session")
-def small_data(real_data: FashionMNIST) -> FashionMNIST:
+def real_small(real_data: FashionMNIST) -> FashionMNIST:
     """512 train / 256 val / 256 test real images: slices of the real splits."""
     d = real_data
     return FashionMNIST(d.train_x[:512], d.train_y[:512], d.val_x[:256], d.val_y[:256],
                         d.test_x[:256], d.test_y[:256], d.source)
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    """An IDX file (the Fashion-MNIST format) holding a uint8 array."""
+    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(magic + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="session")
+def synthetic_idx_dir(tmp_path_factory):
+    """A --data-dir of synthetic IDX files (1,000 train, 200 test; load with verify off)."""
+    folder = tmp_path_factory.mktemp("synthetic-idx")
+    for (images_name, labels_name), (n, seed) in zip(FILES.values(), ((1000, 10), (200, 11))):
+        images, labels = synthetic_images(n, seed)
+        write_idx(folder / images_name, images)
+        write_idx(folder / labels_name, labels)
+    return folder

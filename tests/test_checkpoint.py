@@ -11,10 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fashion_jax import resume as resume_lib
+from fashion_jax import evaluate
+from fashion_jax import model_io
 from fashion_jax import checkpoint as ckpt
 from fashion_jax import steps
 from fashion_jax.checkpoint import CheckpointError
-from fashion_jax.config import ConfigError, TrainConfig, model_config
+from fashion_jax.config import RunOptions, ConfigError, TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import make_optimizer
 from fashion_jax.train import fit
@@ -28,9 +31,8 @@ def leaves_equal(a, b) -> bool:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def evaluate(model, params, data) -> dict:
-    eval_step = steps.make_eval_step(model, 100)
-    return steps.evaluate(eval_step, params, jax.device_put(data.val_x), jax.device_put(data.val_y.astype(np.int32)), 100)
+def val_metrics(model, params, data) -> dict:
+    return evaluate.evaluate_arrays(model, params, data.val_x, data.val_y, 100)
 
 
 def assert_one_line(err: BaseException) -> None:
@@ -42,7 +44,7 @@ def run(small_data, tmp_path_factory):
     """A finished 2-epoch logreg run: config.json, checkpoints/ (two steps) and best/."""
     workdir = tmp_path_factory.mktemp("ckpt") / "run"
     config = TrainConfig(model=model_config("logreg"), optimizer="adam", learning_rate=1e-2, epochs=2)
-    result = fit(config, small_data, workdir, progress=False)
+    result = fit(config, small_data, workdir, RunOptions(quiet=True))
     return config, workdir, result
 
 
@@ -81,7 +83,7 @@ def test_weights_round_trip_is_bitwise_and_evaluates_identically(run, tmp_path, 
     loaded = ckpt.load_weights(path, like)
     assert leaves_equal(loaded, result.params)
     assert not leaves_equal(like, result.params)
-    assert evaluate(model, loaded, small_data) == evaluate(model, result.params, small_data)
+    assert val_metrics(model, loaded, small_data) == val_metrics(model, result.params, small_data)
 
 
 def params_like(cfg, seed: int = 0):
@@ -141,23 +143,23 @@ def test_save_model_load_model_needs_no_architecture(run, tmp_path, small_data):
     config = TrainConfig(model=model_config("mlp", hidden=24, activation="tanh"), seed=5)
     model = build_model(config.model)
     params = init_params(model, seed=5)
-    folder = ckpt.save_model(tmp_path / "model", config, params)
+    folder = model_io.save_model(tmp_path / "model", config, params)
     assert (folder / "config.json").is_file() and (folder / "params").is_dir()
-    loaded_config, loaded_model, loaded_params = ckpt.load_model(folder)
+    loaded_config, loaded_model, loaded_params = model_io.load_model(folder)
     assert loaded_config == config
     assert loaded_model == model
     assert leaves_equal(loaded_params, params)
     assert loaded_params["hidden"]["kernel"].shape == (784, 24)
-    assert evaluate(loaded_model, loaded_params, small_data) == evaluate(model, params, small_data)
+    assert val_metrics(loaded_model, loaded_params, small_data) == val_metrics(model, params, small_data)
 
 
 def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_data):
     config, workdir, result = run
     assert result.best_epoch is not None and step_dirs(workdir / "best")[-1].name == str(result.best_epoch)
-    loaded_config, model, params = ckpt.load_model(workdir)
+    loaded_config, model, params = model_io.load_model(workdir)
     assert loaded_config == config
     assert leaves_equal(params, result.params)
-    val = evaluate(model, params, small_data)
+    val = val_metrics(model, params, small_data)
     assert val["loss"] == pytest.approx(result.history[result.best_epoch - 1]["val_loss"], rel=1e-6)
     assert val["accuracy"] == result.history[result.best_epoch - 1]["val_accuracy"]
 
@@ -165,11 +167,11 @@ def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_dat
 def test_load_model_without_best_falls_back_to_the_latest_state(run_copy):
     config, workdir, result = run_copy
     shutil.rmtree(workdir / "best")
-    _, _, params = ckpt.load_model(workdir)
+    _, _, params = model_io.load_model(workdir)
     # The latest full state holds the last epoch's params; restore them without knowing the optimizer.
     tx = make_optimizer(config, 1)
     target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-              "acc": steps.epoch_accumulator(512)}
+              "sums": steps.epoch_sums(512)}
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == config.epochs
     assert leaves_equal(params, tree["train"].params)
@@ -181,7 +183,7 @@ def test_damaged_newest_state_falls_back_to_the_older_one(run_copy):
     damage(newest)
     tx = make_optimizer(config, 1)
     target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-              "acc": steps.epoch_accumulator(512)}
+              "sums": steps.epoch_sums(512)}
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == 1 and int(tree["train"].step) == int(older.name)
     assert meta["history"] == result.history[:1]
@@ -191,7 +193,7 @@ def test_damaged_best_is_a_checkpoint_error(run_copy):
     _, workdir, _ = run_copy
     damage(workdir / "best")
     with pytest.raises(CheckpointError) as info:
-        ckpt.load_model(workdir)
+        model_io.load_model(workdir)
     assert_one_line(info.value)
 
 
@@ -201,26 +203,26 @@ def test_workdir_with_empty_checkpoint_folders_is_a_checkpoint_error(run_copy):
         shutil.rmtree(workdir / name)
         (workdir / name).mkdir()
     with pytest.raises(CheckpointError, match="no saved params"):
-        ckpt.load_model(workdir)
+        model_io.load_model(workdir)
 
 
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such"):
-        ckpt.load_model(tmp_path / "absent")
+        model_io.load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     # An empty folder is "not a fashion_jax workdir": a ConfigError today (see report), never a traceback.
     with pytest.raises((CheckpointError, ConfigError), match="config.json|not a fashion_jax"):
-        ckpt.load_model(tmp_path / "empty")
+        model_io.load_model(tmp_path / "empty")
 
 
 def test_corrupt_config_json_is_refused(run_copy):
     _, workdir, _ = run_copy
     (workdir / "config.json").write_text("{ not json")
     with pytest.raises(ConfigError, match="unreadable config"):
-        ckpt.load_model(workdir)
+        model_io.load_model(workdir)
     (workdir / "config.json").write_text('{"model": {"name": "cnn"}, "bogus": 1}')
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        ckpt.load_model(workdir)
+        model_io.load_model(workdir)
 
 
 def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
@@ -231,7 +233,7 @@ def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
     shutil.move(victim, outside)
     victim.symlink_to(outside)
     with pytest.raises(CheckpointError, match="symlink"):
-        ckpt.load_model(workdir)
+        model_io.load_model(workdir)
 
 
 def test_symlinked_step_folder_is_refused(run, tmp_path):
@@ -243,7 +245,7 @@ def test_symlinked_step_folder_is_refused(run, tmp_path):
     best = step_dirs(workdir / "best")[-1]
     (foreign / "best" / best.name).symlink_to(best, target_is_directory=True)
     with pytest.raises(CheckpointError, match="symlink"):
-        ckpt.load_model(foreign)
+        model_io.load_model(foreign)
 
 
 # ------------------------------------------------------------------ workdir config
@@ -251,11 +253,11 @@ def test_symlinked_step_folder_is_refused(run, tmp_path):
 
 def test_check_workdir_config_refuses_another_model(run):
     config, workdir, _ = run
-    ckpt.check_workdir_config(workdir, config)  # the same run: fine
-    ckpt.check_workdir_config(workdir, dataclasses.replace(config, epochs=9))  # train longer: fine
+    resume_lib.check_workdir_config(workdir, config)  # the same run: fine
+    resume_lib.check_workdir_config(workdir, dataclasses.replace(config, epochs=9))  # train longer: fine
     for other in (model_config("mlp"), model_config("dense"), model_config("logreg", num_classes=5)):
         with pytest.raises(CheckpointError, match="another architecture") as info:
-            ckpt.check_workdir_config(workdir, dataclasses.replace(config, model=other))
+            resume_lib.check_workdir_config(workdir, dataclasses.replace(config, model=other))
         assert_one_line(info.value)
 
 
@@ -264,9 +266,9 @@ def test_check_workdir_config_refuses_other_training_settings(run):
     # A different learning rate or optimizer would silently make another run than the checkpoint's.
     for change in ({"learning_rate": 0.5}, {"optimizer": "sgd"}, {"seed": 1}, {"batch_size": 16}):
         with pytest.raises(CheckpointError, match="other settings") as info:
-            ckpt.check_workdir_config(workdir, dataclasses.replace(config, **change))
+            resume_lib.check_workdir_config(workdir, dataclasses.replace(config, **change))
         assert_one_line(info.value)
 
 
 def test_check_workdir_config_accepts_a_fresh_folder(tmp_path):
-    ckpt.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))
+    resume_lib.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from fashion_jax import cli
-from fashion_jax.checkpoint import load_model
+from fashion_jax.config import load_json
+from fashion_jax.model_io import load_model
 from fashion_jax.data import CLASS_NAMES
 
 TRAIN_KEYS = {"model", "epochs_run", "best_epoch", "val_accuracy", "val_loss", "test_accuracy", "workdir", "seconds"}
@@ -277,3 +278,111 @@ def test_bogus_flag_in_a_real_process_is_exit_2(tmp_path):
     proc = run_process(["train", "--bogus"], cwd=tmp_path)
     assert "--bogus" in assert_one_error_line(proc.returncode, proc.stderr)
     assert proc.stderr.strip().count("\n") == 0  # no usage block either
+
+
+# ------------------------------------------------------------------ on synthetic IDX files (no real data)
+
+
+def synthetic(folder: Path) -> list[str]:
+    return ["--data-dir", str(folder), "--no-verify"]
+
+
+def steps_in(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def test_overwrite_replaces_the_run_and_only_the_runs_files(tmp_path, synthetic_idx_dir):
+    workdir = tmp_path / "run"
+    first = ["train", "--model", "dense", "--epochs", "2", "--workdir", workdir, "--quiet", "--json",
+             *synthetic(synthetic_idx_dir)]
+    code, out, err = run_main(first)
+    assert code == 0, err
+    assert steps_in(workdir / "checkpoints") == [25, 50]  # 800 rows / 32 = 25 steps an epoch
+    (workdir / "notes.txt").write_text("mine")
+    (workdir / "mine").mkdir()
+    (workdir / "mine" / "keep.npy").write_bytes(b"x")
+    (workdir / "plots").mkdir()
+    code, _, err = run_main(first)
+    assert "already holds a run" in assert_one_error_line(code, err)
+
+    again = ["train", "--model", "dense", "--epochs", "1", "--seed", "3", "--workdir", workdir, "--quiet",
+             "--json", "--overwrite", *synthetic(synthetic_idx_dir)]
+    code, out, err = run_main(again)
+    assert code == 0, err
+    assert last_json(out)["epochs_run"] == 1
+    assert load_json(workdir / "config.json").seed == 3
+    assert steps_in(workdir / "checkpoints") == [25] and steps_in(workdir / "best") == [1]
+    assert len((workdir / "history.jsonl").read_text().splitlines()) == 1
+    assert json.loads((workdir / "result.json").read_text())["epochs_run"] == 1
+    assert (workdir / "notes.txt").read_text() == "mine" and (workdir / "mine" / "keep.npy").is_file()
+    assert (workdir / "plots").is_dir()
+    assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing(tmp_path, synthetic_idx_dir):
+    workdir = tmp_path / "foreign"
+    (workdir / "checkpoints").mkdir(parents=True)
+    (workdir / "checkpoints" / "precious.txt").write_text("keep")
+    code, _, err = run_main(["train", "--model", "dense", "--epochs", "1", "--workdir", workdir, "--quiet",
+                             "--overwrite", *synthetic(synthetic_idx_dir)])
+    assert "refusing to delete anything" in assert_one_error_line(code, err)
+    assert (workdir / "checkpoints" / "precious.txt").read_text() == "keep"
+
+
+def test_cv_json_from_the_command_line(synthetic_idx_dir):
+    code, out, err = run_main(["cv", "--folds", "4", "--subset", "400", "--batch-size", "32", "--json",
+                               *synthetic(synthetic_idx_dir)])
+    assert code == 0, err
+    got = last_json(out)
+    assert got["folds"] == 4 and got["fold_sizes"] == [100] * 4 and len(got["fold_accuracies"]) == 4
+    assert got["mean_accuracy"] == pytest.approx(np.mean(got["fold_accuracies"]))
+    assert got["mean_accuracy"] > 0.5  # ten learnable synthetic classes; chance is 0.1
+    code, text, err = run_main(["cv", "--folds", "4", "--subset", "400", *synthetic(synthetic_idx_dir)])
+    assert code == 0 and "logreg 4-fold CV: mean accuracy" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["cv", "--folds", "1"], "--folds must be at least 2"),
+    (["cv", "--subset", "3", "--folds", "5"], "--subset must be at least --folds"),
+    (["cv", "--optimizer", "lion"], "invalid choice: 'lion'"),
+    (["cv", "--epochs", "0"], "--epochs must be positive"),
+    (["cv", "--preset", "nope"], "invalid choice: 'nope'"),
+])
+def test_cv_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_idx_dir):
+    code, _, err = run_main([*argv, *synthetic(synthetic_idx_dir)])
+    assert message in assert_one_error_line(code, err)
+
+
+@pytest.fixture(scope="module")
+def synthetic_cnn(tmp_path_factory, synthetic_idx_dir) -> Path:
+    workdir = tmp_path_factory.mktemp("synthetic-cnn") / "cnn"
+    code, _, err = run_main(["train", "--model", "cnn", "--filters", "4", "8", "--hidden", "16", "--epochs", "1",
+                             "--workdir", workdir, "--quiet", *synthetic(synthetic_idx_dir)])
+    assert code == 0, err
+    return workdir
+
+
+def test_plot_json_from_the_command_line(synthetic_cnn, synthetic_idx_dir, tmp_path):
+    out_dir = tmp_path / "figs"
+    code, out, err = run_main(["plot", "--workdir", synthetic_cnn, "--out-dir", out_dir, "--image", "3", "--json",
+                               *synthetic(synthetic_idx_dir)])
+    assert code == 0, err
+    written = last_json(out)
+    assert set(written) == {"filters", "feature_input", "feature_maps_conv0", "feature_maps_conv1", "confusion",
+                            "curves"}
+    for path in written.values():
+        assert Path(path).parent == out_dir and Path(path).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--image", "200"], "image_index 200 out of range: the test set has 200 images"),
+    (["--image", "x"], "invalid int value: 'x'"),
+])
+def test_plot_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_cnn, synthetic_idx_dir):
+    code, _, err = run_main(["plot", "--workdir", synthetic_cnn, *argv, *synthetic(synthetic_idx_dir)])
+    assert message in assert_one_error_line(code, err)
+
+
+def test_plot_of_a_folder_without_a_model_is_exit_2(tmp_path, synthetic_idx_dir):
+    code, _, err = run_main(["plot", "--workdir", tmp_path, *synthetic(synthetic_idx_dir)])
+    assert "no config.json" in assert_one_error_line(code, err)

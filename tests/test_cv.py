@@ -14,6 +14,9 @@ import pytest
 
 from conftest import require_real_data
 
+from fashion_jax import splits
+from fashion_jax import batching
+from fashion_jax import evaluate
 from fashion_jax import cv, data, steps
 from fashion_jax.config import ModelConfig, TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
@@ -36,24 +39,24 @@ def reference_init(model: ModelConfig, seed: int) -> dict:
 def lone_folds(config: TrainConfig, images: np.ndarray, labels: np.ndarray, folds: int, **kfold) -> tuple[list, list]:
     """Reference: each fold trained on its own, un-vmapped, as fit would (init_params, data.epoch_order)."""
     bs = config.batch_size
-    splits = data.kfold_indices(len(labels), folds, **kfold)
+    folds_rows = splits.kfold_indices(len(labels), folds, **kfold)
     model = build_model(config.model)
     # The CV's optimizer sees the largest fold's step count (it matters only to a schedule); so does this one.
-    tx = make_optimizer(config, config.epochs * -(-max(len(tr) for tr, _ in splits) // bs))
+    tx = make_optimizer(config, config.epochs * -(-max(len(tr) for tr, _ in folds_rows) // bs))
     step = jax.jit(steps.train_step_fn(model, tx, config.seed, bs))
-    eval_step = steps.make_eval_step(model, 64)
+    eval_step = evaluate.make_eval_step(model, 64)
     x, y = jax.device_put(images), jax.device_put(labels.astype(np.int32))
     params, accuracies = [], []
     init = reference_init(config.model, config.seed)  # the same for every fold, as in the CV
-    for tr, va in splits:
+    for tr, va in folds_rows:
         state = steps.create_train_state(init, tx)
         for epoch in range(config.epochs):
-            order = steps.padded_order(tr[data.epoch_order(len(tr), config.seed, epoch)], bs)
-            acc = steps.epoch_accumulator(len(tr))
+            order = batching.padded_order(tr[batching.epoch_order(len(tr), config.seed, epoch)], bs)
+            acc = steps.epoch_sums(len(tr))
             for _ in range(-(-len(tr) // bs)):
                 state, acc, _ = step(state, acc, order, x, y)
         params.append(state.params)
-        ev = steps.evaluate(eval_step, state.params, jax.device_put(images[va]),
+        ev = evaluate.evaluate(eval_step, state.params, jax.device_put(images[va]),
                             jax.device_put(labels[va].astype(np.int32)), 64)
         accuracies.append(ev["accuracy"])
     return params, accuracies
@@ -85,7 +88,7 @@ def test_vmapped_folds_equal_lone_folds(real_train, case):
     params, accuracies = lone_folds(config, images, labels, 3, shuffle=kfold.get("shuffle", False),
                                     seed=kfold.get("seed", 0))
     assert_matches_lone(result, params, accuracies)
-    assert result.fold_sizes == [len(va) for _, va in data.kfold_indices(n, 3, **{"shuffle": False, **kfold})]
+    assert result.fold_sizes == [len(va) for _, va in splits.kfold_indices(n, 3, **{"shuffle": False, **kfold})]
     assert result.mean_accuracy == pytest.approx(np.mean(accuracies), abs=1e-6)
 
 

@@ -1,4 +1,4 @@
-"""Source resolution, loading checks, split, folds and batches: on crafted folders and the real data."""
+"""data: source resolution, loading checks and the train/validation split, on crafted folders and the real data."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import require_real_data
+from test_splits import SKLEARN_TRAIN_HEAD, SKLEARN_VAL_HEAD, check_folds
 
 from fashion_jax import data
 from fashion_jax.data import (
@@ -18,22 +19,15 @@ from fashion_jax.data import (
     FILES,
     NUM_CLASSES,
     FashionMNIST,
-    batches,
     describe,
-    epoch_order,
-    kfold_indices,
     load_dataset,
     load_split,
     resolve_source,
-    save_samples_png,
-    split_indices,
 )
 from fashion_jax.idx import OFFICIAL_SHA256, DataError, load_idx
+from fashion_jax.splits import kfold_indices, split_indices
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
-# From sklearn 1.9.1: train_test_split(np.arange(60000), test_size=0.2, random_state=42).
-SKLEARN_TRAIN_HEAD = [48572, 38696, 13611, 35213, 31766, 57477, 9165, 21399]
-SKLEARN_VAL_HEAD = [12628, 37730, 39991, 8525, 8279, 51012, 14871, 15127]
 
 
 # ---------------------------------------------------------------- helpers
@@ -258,166 +252,6 @@ def test_tfds_that_fails_without_tensorflow_is_skipped(monkeypatch, tmp_path, no
     fake_tfds(monkeypatch, tmp_path, broken)
     with pytest.raises(DataError, match="apt-get"):
         resolve_source()
-
-
-# ---------------------------------------------------------------- split, folds, batches (no data)
-
-
-def test_split_matches_sklearn_recorded_values():
-    train, val = split_indices(60000, 0.2, 42)
-    assert train[:8].tolist() == SKLEARN_TRAIN_HEAD
-    assert val[:8].tolist() == SKLEARN_VAL_HEAD
-
-
-@pytest.mark.parametrize("n", [1, 5, 101, 60000])
-@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.33])
-def test_split_matches_sklearn_live(n, fraction):
-    sk = pytest.importorskip("sklearn.model_selection")
-    if n == 1:
-        return  # sklearn refuses an empty train set
-    want_train, want_val = sk.train_test_split(np.arange(n), test_size=fraction, random_state=7)
-    train, val = split_indices(n, fraction, 7)
-    np.testing.assert_array_equal(train, want_train)
-    np.testing.assert_array_equal(val, want_val)
-
-
-def test_split_rejects_bad_fraction():
-    for bad in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError):
-            split_indices(10, bad)
-
-
-def test_stratified_split_is_deterministic_and_proportional():
-    labels = np.repeat(np.arange(3), [50, 30, 20])
-    train, val = split_indices(100, 0.25, 3, labels=labels)
-    again = split_indices(100, 0.25, 3, labels=labels)
-    np.testing.assert_array_equal(train, again[0])
-    assert len(val) == 25 and np.bincount(labels[val]).tolist() == [13, 7, 5]  # 12.5 rounded up
-    assert sorted(np.concatenate([train, val]).tolist()) == list(range(100))
-    assert not np.array_equal(val, split_indices(100, 0.25, 4, labels=labels)[1])
-
-
-def check_folds(folds, n: int, k: int) -> None:
-    assert len(folds) == k
-    vals = [v for _, v in folds]
-    np.testing.assert_array_equal(np.sort(np.concatenate(vals)), np.arange(n))
-    assert max(map(len, vals)) - min(map(len, vals)) <= 1
-    for train, val in folds:
-        assert np.intersect1d(train, val).size == 0 and len(train) + len(val) == n
-
-
-@pytest.mark.parametrize(("n", "k"), [(10, 3), (11, 5), (100, 10), (7, 7)])
-def test_kfold_disjoint_covering(n, k):
-    check_folds(kfold_indices(n, k, seed=1), n, k)
-    check_folds(kfold_indices(n, k, shuffle=False), n, k)
-
-
-def test_kfold_matches_sklearn_recorded_values():
-    folds = kfold_indices(10, 3, seed=0)
-    assert [v.tolist() for _, v in folds] == [[2, 4, 8, 9], [1, 6, 7], [0, 3, 5]]
-    assert folds[0][0].tolist() == [0, 1, 3, 5, 6, 7]
-
-
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_kfold_matches_sklearn_live(shuffle):
-    sk = pytest.importorskip("sklearn.model_selection")
-    kf = sk.KFold(4, shuffle=shuffle, random_state=3 if shuffle else None)
-    ours = kfold_indices(103, 4, seed=3, shuffle=shuffle)
-    for (tr, va), (want_tr, want_va) in zip(ours, kf.split(np.zeros(103)), strict=True):
-        np.testing.assert_array_equal(tr, want_tr)
-        np.testing.assert_array_equal(va, want_va)
-
-
-def test_stratified_kfold_spreads_classes():
-    labels = np.repeat(np.arange(4), [40, 25, 13, 7])
-    folds = kfold_indices(85, 5, seed=2, labels=labels)
-    check_folds(folds, 85, 5)
-    per_fold = np.array([np.bincount(labels[v], minlength=4) for _, v in folds])
-    assert (per_fold.max(0) - per_fold.min(0) <= 1).all()
-
-
-def test_kfold_rejects_bad_arguments():
-    with pytest.raises(ValueError):
-        kfold_indices(10, 1)
-    with pytest.raises(ValueError):
-        kfold_indices(3, 4)
-    with pytest.raises(ValueError):
-        kfold_indices(10, 2, labels=np.zeros(9))
-
-
-def test_epoch_order_is_a_deterministic_permutation():
-    a = epoch_order(1000, seed=5, epoch=3)
-    assert a.dtype == np.int32
-    np.testing.assert_array_equal(np.sort(a), np.arange(1000))
-    np.testing.assert_array_equal(a, epoch_order(1000, seed=5, epoch=3))
-    assert not np.array_equal(a, epoch_order(1000, seed=5, epoch=4))
-    assert not np.array_equal(a, epoch_order(1000, seed=6, epoch=3))
-    np.testing.assert_array_equal(epoch_order(1000, 5, 3, shuffle=False), np.arange(1000))
-
-
-def test_epoch_order_is_the_documented_fold_in_derivation():
-    import jax
-
-    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(9), 0x5EED), 2)
-    np.testing.assert_array_equal(epoch_order(257, 9, 2), np.asarray(jax.random.permutation(key, 257)))
-
-
-def test_epoch_orders_prefetch_in_the_background_and_return_the_same_orders(monkeypatch):
-    import threading
-
-    drawn_on = []
-    real = data.epoch_order
-    monkeypatch.setattr(data, "epoch_order", lambda *a: drawn_on.append(threading.current_thread().name) or real(*a))
-    orders = data.EpochOrders(300, seed=4, epochs=3)
-    try:
-        orders.prefetch(0)
-        got = [orders.get(e) for e in range(3)]
-        orders.prefetch(3)  # past the last epoch: nothing to draw
-    finally:
-        orders.close()
-    for e in range(3):
-        np.testing.assert_array_equal(got[e], real(300, 4, e))
-    # every order was drawn once, by the worker, never by the caller
-    assert len(drawn_on) == 3 and all(name.startswith("epoch-order") for name in drawn_on)
-
-
-@pytest.mark.parametrize("shuffle", [True, False])
-def test_batches_pad_and_mask(shuffle):
-    out = list(batches(10, 4, seed=0, epoch=1, shuffle=shuffle))
-    assert len(out) == 3
-    for idx, mask in out:
-        assert idx.shape == mask.shape == (4,) and idx.dtype == np.int32 and mask.dtype == bool
-    idx, mask = out[-1]
-    assert mask.tolist() == [True, True, False, False] and idx[2:].tolist() == [0, 0]
-    seen = np.concatenate([i[m] for i, m in out])
-    np.testing.assert_array_equal(seen, epoch_order(10, 0, 1, shuffle))
-
-
-def test_batches_drop_and_exact():
-    dropped = list(batches(10, 4, seed=0, epoch=0, last="drop"))
-    assert len(dropped) == 2 and all(m.all() for _, m in dropped)
-    exact = list(batches(12, 4, seed=0, epoch=0))
-    assert len(exact) == 3 and all(m.all() for _, m in exact)
-    tiny = list(batches(3, 8, seed=0, epoch=0))
-    assert len(tiny) == 1 and tiny[0][1].sum() == 3
-    assert list(batches(3, 8, seed=0, epoch=0, last="drop")) == []
-
-
-def test_batches_reject_bad_arguments_eagerly():
-    with pytest.raises(ValueError):
-        batches(10, 0, seed=0, epoch=0)
-    with pytest.raises(ValueError):
-        batches(10, 4, seed=0, epoch=0, last="wrap")
-
-
-def test_save_samples_png(tmp_path):
-    images, labels = fake_split(12, 0)
-    out = save_samples_png(images, labels, tmp_path / "fig" / "samples.png")
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from PIL import Image
-
-    width, height = Image.open(out).size
-    assert width > 4 * height  # one row of ten
 
 
 # ---------------------------------------------------------------- the real data

@@ -22,6 +22,7 @@ import pytest
 
 from conftest import require_real_data
 
+from fashion_jax import model_io
 from fashion_jax import distributed
 from fashion_jax.config import ConfigError
 
@@ -284,10 +285,10 @@ RESTORE = textwrap.dedent("""
                          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
     out = {}
     for wd in sys.argv[2:]:
-        config, model, best = ckpt.load_model(wd)              # the evaluate/predict path: best/ params
+        config, model, best = model_io.load_model(wd)              # the evaluate/predict path: best/ params
         like = steps.create_train_state(init_params(model, config.seed), make_optimizer(config, 1))
         restored = ckpt.RunCheckpoints(Path(wd), read_only=True).restore_state(
-            {"train": like, "acc": steps.epoch_accumulator(1)})   # the --resume path: latest full state
+            {"train": like, "sums": steps.epoch_sums(1)})   # the --resume path: latest full state
         assert restored is not None, f"{wd}: no full-state checkpoint"
         tree, meta = restored[0], restored[1]
         name = Path(wd).name

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import fashion_jax.entropy as ent
-from fashion_jax.entropy import (
+import fashion_jax.chapter.entropy as ent
+from fashion_jax.chapter.entropy import (
     EPS,
     EXPLANATION,
     cross_entropy,

@@ -317,5 +317,6 @@ def test_fuzz_mutated_gzip_file(tmp_path, flips, cut, extra, inner):
         path = tmp_path / "m.gz"
         path.write_bytes(mutate(gzip.compress(original), flips, cut, extra))
         out = read_or_data_error(path)
-        if out is not None:
-            assert out.size == np.prod(out.shape)
+        if out is not None:  # the damaged stream still decompressed: the array is what it holds
+            with gzip.open(path, "rb") as f:
+                check_consistent(out, f.read())

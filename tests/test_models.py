@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fashion_jax import shapes
+from fashion_jax.chapter import shapes
 from fashion_jax.config import ModelConfig, model_config
 from fashion_jax.models import CONV_LAYERS, MODELS, SingleChannelConv, TransposedDense, build_model, init_params, max_pool
 

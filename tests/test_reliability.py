@@ -18,7 +18,6 @@ import pytest
 
 from conftest import require_real_data
 
-from fashion_jax.checkpoint import SAVE_PAUSE_ENV
 from fashion_jax.resume import fingerprint
 
 pytestmark = pytest.mark.slow  # about 10 training processes; `make test` runs them
@@ -31,13 +30,18 @@ EPOCH = 150
 TIMEOUT = 300
 
 
-def command(workdir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fashion_jax.cli", "train", *TRAIN, "--workdir", str(workdir), *extra]
+PAUSED_SAVE = Path(__file__).with_name("paused_save.py")  # the save-holding hook, tests only
 
 
-def start(workdir: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(command(workdir, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+def command(workdir: Path, *extra: str, hold: str | None = None) -> list[str]:
+    """The train command; hold="STEP:SECONDS" runs it under tests/paused_save.py."""
+    launcher = [str(PAUSED_SAVE), hold] if hold else ["-m", "fashion_jax.cli"]
+    return [sys.executable, *launcher, "train", *TRAIN, "--workdir", str(workdir), *extra]
+
+
+def start(workdir: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
+    return subprocess.Popen(command(workdir, *extra, hold=hold), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ))
 
 
 def finish(workdir: Path) -> None:
@@ -105,7 +109,7 @@ def test_sigkill_mid_epoch_between_epochs_and_during_a_save_then_resume_is_bitwi
 
     # 3. Killed while the epoch-2 end state is being written (held in its tmp folder by the test
     #    hook) and after best/2 was committed: best/ is one epoch ahead of the newest intact state.
-    proc = start(workdir, "--resume", env={SAVE_PAUSE_ENV: f"{2 * EPOCH}:60"})
+    proc = start(workdir, "--resume", hold=f"{2 * EPOCH}:60")
     wait_until(proc, lambda: (f"{2 * EPOCH}.orbax-checkpoint-tmp" in tmp_dirs(ckpts) and steps_in(best) == [2]
                               and history_rows(workdir) == 2), "the held epoch-2 save with best/2 committed")
     sigkill(proc)
@@ -138,7 +142,7 @@ def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(re
 def test_second_ctrl_c_exits_at_once_and_corrupts_nothing(reference, tmp_path):
     workdir = tmp_path / "run"
     # Hold every save from step 105 on, so the second Ctrl-C lands while the stop's save is in flight.
-    proc = start(workdir, env={SAVE_PAUSE_ENV: "105:60"})
+    proc = start(workdir, hold="105:60")
     wait_until(proc, lambda: "105.orbax-checkpoint-tmp" in tmp_dirs(workdir / "checkpoints"), "the held save")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax import lax
 
-from fashion_jax.shapes import (
+from fashion_jax.chapter.shapes import (
     LayerSpec,
     check_grid,
     cnn_layers,

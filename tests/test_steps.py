@@ -9,9 +9,11 @@ import numpy as np
 import optax
 import pytest
 
+from fashion_jax import batching
+from fashion_jax import evaluate
 from fashion_jax import steps
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.data import epoch_order
+from fashion_jax.batching import epoch_order
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import OPTIMIZERS, make_optimizer
 
@@ -45,7 +47,7 @@ def steps_on_one_batch(model, params, tx, data, n: int):
     state = steps.create_train_state(copy_tree(params), tx)
     losses = []
     for _ in range(n):  # a fresh accumulator each time: position 0, the same batch again
-        state, _, metrics = step(state, steps.epoch_accumulator(64), order, x, y)
+        state, _, metrics = step(state, steps.epoch_sums(64), order, x, y)
         losses.append(float(metrics["loss"]))
     return state, losses
 
@@ -92,9 +94,9 @@ def test_a_whole_epoch_with_a_partial_last_batch_compiles_once_and_counts_every_
     tx = optax.sgd(0.1)
     step = steps.make_train_step(counting, tx, seed=0, batch_size=batch_size)
     x, y = device_split(small_data, n)
-    order = jax.device_put(steps.padded_order(epoch_order(n, 0, 0), batch_size))
+    order = jax.device_put(batching.padded_order(epoch_order(n, 0, 0), batch_size))
     assert order.shape == (128,)
-    state, acc = steps.create_train_state(copy_tree(params), tx), steps.epoch_accumulator(n)
+    state, acc = steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n)
     steps_per_epoch = -(-n // batch_size)
     for _ in range(steps_per_epoch):
         state, acc, _ = step(state, acc, order, x, y)
@@ -102,11 +104,11 @@ def test_a_whole_epoch_with_a_partial_last_batch_compiles_once_and_counts_every_
     if hasattr(step, "_cache_size"):
         assert step._cache_size() == 1
     acc = jax.device_get(acc)
-    assert int(acc["pos"]) == steps_per_epoch
-    assert int(acc["count"]) == n
+    assert int(acc.next_batch) == steps_per_epoch
+    assert int(acc.count) == n
     assert int(state.step) == steps_per_epoch
-    assert int(acc["first_bad_step"]) == -1
-    assert 0 < int(acc["correct"]) <= n
+    assert int(acc.first_bad_step) == -1
+    assert 0 < int(acc.correct) <= n
 
 
 def test_padded_rows_are_masked_out_of_loss_gradient_and_counts(small_data, logreg):
@@ -116,18 +118,18 @@ def test_padded_rows_are_masked_out_of_loss_gradient_and_counts(small_data, logr
     tx = optax.sgd(0.5)
     step = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=batch_size))
     order = jnp.arange(batch_size, dtype=jnp.int32)
-    state, acc, metrics = step(steps.create_train_state(params, tx), steps.epoch_accumulator(n), order, x, y)
+    state, acc, metrics = step(steps.create_train_state(params, tx), steps.epoch_sums(n), order, x, y)
     want = reference_loss(model, params, small_data.train_x[:n], small_data.train_y[:n])
     assert float(metrics["loss"]) == pytest.approx(want, rel=1e-6)
     assert float(metrics["loss"]) != pytest.approx(
         reference_loss(model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size]), rel=1e-4)
-    assert int(acc["count"]) == n
-    assert float(acc["loss_sum"]) == pytest.approx(want * n, rel=1e-6)
+    assert int(acc.count) == n
+    assert float(acc.loss_sum) == pytest.approx(want * n, rel=1e-6)
     logits = model.apply({"params": params}, jnp.asarray(small_data.train_x[:n], jnp.float32) / 255.0)
-    assert int(acc["correct"]) == int(np.sum(np.argmax(np.asarray(logits), -1) == small_data.train_y[:n]))
+    assert int(acc.correct) == int(np.sum(np.argmax(np.asarray(logits), -1) == small_data.train_y[:n]))
     # The update equals a step on exactly the n real rows, without any padding.
     exact = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=n))
-    exact_state, _, exact_metrics = exact(steps.create_train_state(params, tx), steps.epoch_accumulator(n),
+    exact_state, _, exact_metrics = exact(steps.create_train_state(params, tx), steps.epoch_sums(n),
                                           order[:n], x, y)
     assert float(exact_metrics["loss"]) == pytest.approx(float(metrics["loss"]), rel=1e-6)
     for got, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(exact_state.params)):
@@ -139,16 +141,16 @@ def test_multi_step_call_matches_single_steps(small_data, logreg):
     n, batch_size, k = 96, 32, 3
     tx = optax.adam(1e-2)
     x, y = device_split(small_data, n)
-    order = jax.device_put(steps.padded_order(epoch_order(n, 1, 0), batch_size))
+    order = jax.device_put(batching.padded_order(epoch_order(n, 1, 0), batch_size))
     single = steps.make_train_step(model, tx, seed=0, batch_size=batch_size)
     multi = steps.make_train_step(model, tx, seed=0, batch_size=batch_size, steps_per_call=k)
-    s1, a1 = steps.create_train_state(copy_tree(params), tx), steps.epoch_accumulator(n)
+    s1, a1 = steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n)
     for _ in range(k):
         s1, a1, m1 = single(s1, a1, order, x, y)
-    s2, a2, m2 = multi(steps.create_train_state(copy_tree(params), tx), steps.epoch_accumulator(n), order, x, y)
+    s2, a2, m2 = multi(steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n), order, x, y)
     assert int(s2.step) == int(s1.step) == k
-    assert int(a2["count"]) == int(a1["count"]) == n and int(a2["correct"]) == int(a1["correct"])
-    assert float(a2["loss_sum"]) == pytest.approx(float(a1["loss_sum"]), rel=1e-5)
+    assert int(a2.count) == int(a1.count) == n and int(a2.correct) == int(a1.correct)
+    assert float(a2.loss_sum) == pytest.approx(float(a1.loss_sum), rel=1e-5)
     assert float(m2["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)  # the last step's metrics
     for got, ref in zip(jax.tree.leaves(s2.params), jax.tree.leaves(s1.params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
@@ -166,7 +168,7 @@ def test_dropout_key_is_fold_in_of_seed_and_global_step(small_data):
 
     def loss_at(fn, global_step: int) -> float:
         state = steps.create_train_state(params, tx).replace(step=jnp.asarray(global_step, jnp.int32))
-        return float(fn(state, steps.epoch_accumulator(batch_size), order, x, y)[2]["loss"])
+        return float(fn(state, steps.epoch_sums(batch_size), order, x, y)[2]["loss"])
 
     root = jax.random.fold_in(jax.random.key(seed), steps.DROPOUT_STREAM)
     losses = {}
@@ -185,8 +187,8 @@ def test_dropout_key_is_fold_in_of_seed_and_global_step(small_data):
 def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
     model, params = logreg
     x, y = small_data.val_x[:n], small_data.val_y[:n]
-    eval_step = steps.make_eval_step(model, batch_size)
-    got = steps.evaluate(eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size)
+    eval_step = evaluate.make_eval_step(model, batch_size)
+    got = evaluate.evaluate(eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size)
     w = np.asarray(params["dense"]["kernel"], np.float64).T  # stored (10, 784)
     b = np.asarray(params["dense"]["bias"], np.float64)
     logits = (x.reshape(n, -1).astype(np.float64) / 255.0) @ w + b
@@ -199,15 +201,15 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
 
 def test_evaluate_of_an_empty_split_is_nan(logreg):
     model, params = logreg
-    out = steps.evaluate(steps.make_eval_step(model, 8), params, jnp.zeros((0, 28, 28), jnp.uint8),
+    out = evaluate.evaluate(evaluate.make_eval_step(model, 8), params, jnp.zeros((0, 28, 28), jnp.uint8),
                          jnp.zeros((0,), jnp.int32), 8)
     assert out["n"] == 0 and np.isnan(out["loss"]) and np.isnan(out["accuracy"])
 
 
 def test_padded_order_pads_with_index_zero_to_whole_batches():
     order = np.array([5, 3, 9, 1, 7], np.int32)
-    np.testing.assert_array_equal(np.asarray(steps.padded_order(order, 4)), [5, 3, 9, 1, 7, 0, 0, 0])
-    np.testing.assert_array_equal(np.asarray(steps.padded_order(order, 5)), order)
+    np.testing.assert_array_equal(np.asarray(batching.padded_order(order, 4)), [5, 3, 9, 1, 7, 0, 0, 0])
+    np.testing.assert_array_equal(np.asarray(batching.padded_order(order, 5)), order)
 
 
 def test_optimizer_registry_is_the_chapter_set():

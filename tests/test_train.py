@@ -15,12 +15,14 @@ import optax
 import pytest
 from jax._src import dispatch
 
+from fashion_jax import evaluate
+from fashion_jax import model_io
 from fashion_jax import checkpoint as ckpt
 from fashion_jax import history as history_lib
 from fashion_jax import steps
 from fashion_jax import train as train_mod
 from fashion_jax.checkpoint import CheckpointError
-from fashion_jax.config import TrainConfig, load_json, model_config
+from fashion_jax.config import RunOptions, TrainConfig, load_json, model_config
 from fashion_jax.data import FashionMNIST
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
@@ -44,8 +46,8 @@ def step_numbers(folder: Path) -> list[int]:
 
 def val_metrics(config: TrainConfig, params, data: FashionMNIST) -> dict:
     model = train_mod.build_model(config.model)
-    eval_step = steps.make_eval_step(model, config.eval_batch_size)
-    return steps.evaluate(eval_step, params, jax.device_put(data.val_x), jax.device_put(data.val_y.astype(np.int32)),
+    eval_step = evaluate.make_eval_step(model, config.eval_batch_size)
+    return evaluate.evaluate(eval_step, params, jax.device_put(data.val_x), jax.device_put(data.val_y.astype(np.int32)),
                           config.eval_batch_size)
 
 
@@ -72,13 +74,13 @@ def resumed_run(small_data, workdirs):
     workdir = workdirs / "resumed"
     out = {"workdir": workdir}
     try:
-        fit(mlp_config(2), small_data, workdir, progress=False, should_stop=StopAfter(1))
+        fit(mlp_config(2), small_data, workdir, RunOptions(quiet=True), should_stop=StopAfter(1))
     except TrainingInterrupted as err:
         out["interrupted"] = err
     out["saved_at_stop"] = step_numbers(workdir / "checkpoints")
-    out["two"] = fit(mlp_config(2), small_data, workdir, resume=True, progress=False)
+    out["two"] = fit(mlp_config(2), small_data, workdir, RunOptions(resume=True, quiet=True))
     out["history_after_two"] = history_lib.read_history(workdir / "history.jsonl")
-    out["four"] = fit(mlp_config(4), small_data, workdir, resume=True, progress=False)
+    out["four"] = fit(mlp_config(4), small_data, workdir, RunOptions(resume=True, quiet=True))
     return out
 
 
@@ -86,7 +88,7 @@ def resumed_run(small_data, workdirs):
 def four_epochs(small_data, workdirs):
     """An uninterrupted 4-epoch run."""
     workdir = workdirs / "straight"
-    return fit(mlp_config(4), small_data, workdir, progress=False), workdir
+    return fit(mlp_config(4), small_data, workdir, RunOptions(quiet=True)), workdir
 
 
 # ------------------------------------------------------------------ artifacts
@@ -146,7 +148,7 @@ def test_resumed_run_equals_an_uninterrupted_run_bitwise(resumed_run, four_epoch
     assert resumed.history == straight.history
     assert resumed.best_epoch == straight.best_epoch
     assert leaves_equal(resumed.params, straight.params)
-    _, _, resumed_best = ckpt.load_model(resumed_dir)
+    _, _, resumed_best = model_io.load_model(resumed_dir)
     assert leaves_equal(resumed_best, straight.params)
 
 
@@ -157,14 +159,14 @@ def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(s
     config = TrainConfig(model=model_config("logreg"), optimizer="momentum", epochs=1, batch_size=4)
     stopped_dir = workdirs / "stopped-mid-epoch"
     with pytest.raises(TrainingInterrupted):
-        fit(config, data, stopped_dir, progress=False, should_stop=StopAfter(1))
+        fit(config, data, stopped_dir, RunOptions(quiet=True), should_stop=StopAfter(1))
     saved = step_numbers(stopped_dir / "checkpoints")
     assert saved and 0 < saved[-1] < 101, saved
     assert history_lib.read_history(stopped_dir / "history.jsonl") == []
-    resumed = fit(config, data, stopped_dir, resume=True, progress=False)
+    resumed = fit(config, data, stopped_dir, RunOptions(resume=True, quiet=True))
     # The reference checkpoints mid-epoch too; a save due at the epoch's last step (101) must not
     # collide with the epoch-end save of the same step.
-    straight = fit(dataclasses.replace(config, checkpoint_every=101), data, workdirs / "every-101", progress=False)
+    straight = fit(dataclasses.replace(config, checkpoint_every=101), data, workdirs / "every-101", RunOptions(quiet=True))
     assert resumed.history == straight.history and len(straight.history) == 1
     assert leaves_equal(resumed.params, straight.params)
 
@@ -173,13 +175,17 @@ def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(s
 
 
 def test_early_stopping_restores_the_best_params(workdirs, small_data):
-    # 256 training images and a high learning rate: the MLP overfits and val loss turns up.
-    tiny = FashionMNIST(small_data.train_x[:256], small_data.train_y[:256], small_data.val_x, small_data.val_y,
+    # 256 training images, half of them with a random label, and a high learning rate: the MLP
+    # learns the noise and val loss turns up.
+    noisy = small_data.train_y[:256].copy()
+    flip = np.random.default_rng(0).random(256) < 0.5
+    noisy[flip] = np.random.default_rng(1).integers(0, 10, int(flip.sum()))
+    tiny = FashionMNIST(small_data.train_x[:256], noisy, small_data.val_x, small_data.val_y,
                         small_data.test_x, small_data.test_y, small_data.source)
     config = TrainConfig(model=model_config("mlp", activation="relu"), optimizer="adam", learning_rate=0.01,
                          epochs=15, patience=2)
     workdir = workdirs / "early"
-    result = fit(config, tiny, workdir, progress=False)
+    result = fit(config, tiny, workdir, RunOptions(quiet=True))
     assert result.stopped_early and result.epochs_run < config.epochs
     assert result.best_epoch == result.epochs_run - config.patience  # the scenario really stopped late
     best, last = result.history[result.best_epoch - 1], result.history[-1]
@@ -189,13 +195,13 @@ def test_early_stopping_restores_the_best_params(workdirs, small_data):
     assert result.val_loss == pytest.approx(best["val_loss"], rel=1e-6)
     assert result.val_accuracy == best["val_accuracy"]
     assert step_numbers(workdir / "best") == [result.best_epoch]
-    _, _, stored = ckpt.load_model(workdir)
+    _, _, stored = model_io.load_model(workdir)
     assert leaves_equal(stored, result.params)
     # ...and not the last epoch's, which the latest full state holds.
     no_best = workdirs / "early-without-best"
     shutil.copytree(workdir, no_best)
     shutil.rmtree(no_best / "best")
-    _, _, latest = ckpt.load_model(no_best)
+    _, _, latest = model_io.load_model(no_best)
     assert not leaves_equal(latest, result.params)
     assert val_metrics(config, latest, tiny)["loss"] == pytest.approx(last["val_loss"], rel=1e-6)
 
@@ -223,7 +229,7 @@ def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(small_d
     config = TrainConfig(model=model_config("logreg"), optimizer="sgd", epochs=3)
     workdir = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as info:
-        fit(config, small_data, workdir, progress=False)
+        fit(config, small_data, workdir, RunOptions(quiet=True))
     message = str(info.value)
     assert "\n" not in message
     assert re.search(r"epoch 2\b", message), message
@@ -233,7 +239,7 @@ def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(small_d
     assert [row["epoch"] for row in rows] == [1]
     assert step_numbers(workdir / "best") == [1]
     assert step_numbers(workdir / "checkpoints") == [16]
-    _, _, best = ckpt.load_model(workdir)
+    _, _, best = model_io.load_model(workdir)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(best))
     assert val_metrics(config, best, small_data)["loss"] == pytest.approx(rows[0]["val_loss"], rel=1e-6)
 
@@ -245,7 +251,7 @@ def test_a_workdir_holding_a_run_refuses_a_fresh_fit(four_epochs, small_data):
     result, workdir = four_epochs
     before = (workdir / "history.jsonl").read_bytes(), step_numbers(workdir / "checkpoints")
     with pytest.raises(WorkdirError, match="--resume|--overwrite") as info:
-        fit(mlp_config(4), small_data, workdir, progress=False)
+        fit(mlp_config(4), small_data, workdir, RunOptions(quiet=True))
     assert "\n" not in str(info.value)
     assert ((workdir / "history.jsonl").read_bytes(), step_numbers(workdir / "checkpoints")) == before
 
@@ -255,7 +261,7 @@ def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
     before = (workdir / "config.json").read_text()
     for other in (model_config("dense"), model_config("mlp", hidden=50)):
         with pytest.raises(CheckpointError) as info:
-            fit(TrainConfig(model=other, optimizer="adam", epochs=4), small_data, workdir, resume=True, progress=False)
+            fit(TrainConfig(model=other, optimizer="adam", epochs=4), small_data, workdir, RunOptions(resume=True, quiet=True))
         assert "\n" not in str(info.value)
     assert (workdir / "config.json").read_text() == before
 
@@ -266,7 +272,7 @@ def test_an_empty_training_set_is_a_data_error(small_data, tmp_path):
     empty = FashionMNIST(small_data.train_x[:0], small_data.train_y[:0], small_data.val_x, small_data.val_y,
                          small_data.test_x, small_data.test_y, small_data.source)
     with pytest.raises(DataError, match="empty"):
-        fit(TrainConfig(model=model_config("logreg"), epochs=1), empty, tmp_path / "empty", progress=False)
+        fit(TrainConfig(model=model_config("logreg"), epochs=1), empty, tmp_path / "empty", RunOptions(quiet=True))
 
 
 # ------------------------------------------------------------------ determinism
@@ -277,7 +283,7 @@ def test_same_seed_same_run_other_seed_other_run(resumed_run, four_epochs, small
     # Two independent fresh fits with seed 0 (the resume chain and the straight run) agree bit for bit
     # (see also test_resumed_run_equals_an_uninterrupted_run_bitwise for the params).
     assert resumed_run["two"].history == straight.history[:2]
-    other = fit(mlp_config(1, seed=1), small_data, workdirs / "seed1", progress=False)
+    other = fit(mlp_config(1, seed=1), small_data, workdirs / "seed1", RunOptions(quiet=True))
     assert other.history[0] != straight.history[0]
     assert not np.array_equal(np.asarray(other.params["hidden"]["kernel"]), np.asarray(straight.params["hidden"]["kernel"]))
 
@@ -294,7 +300,7 @@ def test_every_program_an_epoch_runs_is_compiled_before_the_first_epoch(small_da
 
     config = TrainConfig(model=model_config("cnn", filters=(4, 8), hidden=16, dropout=0.2), optimizer="adam",
                          epochs=2, batch_size=128)
-    fit(config, small_data, tmp_path / "run", progress=False, should_stop=tick)
+    fit(config, small_data, tmp_path / "run", RunOptions(quiet=True), should_stop=tick)
     inside = events[events.index("tick"): len(events) - events[::-1].index("tick")]
     assert inside.count("tick") >= 4 and "compile" not in inside
     assert "compile" in events[: events.index("tick")]
@@ -306,29 +312,27 @@ def test_every_program_an_epoch_runs_is_compiled_before_the_first_epoch(small_da
 def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(four_epochs, small_data, workdirs):
     result, _ = four_epochs
     workdir = workdirs / "at_end"
-    lean = fit(mlp_config(4), small_data, workdir, progress=False, checkpoints="end")
+    lean = fit(mlp_config(4), small_data, workdir, RunOptions(quiet=True, checkpoints="end"))
     assert leaves_equal(lean.params, result.params) and lean.history == result.history
     assert (lean.val_accuracy, lean.test_accuracy, lean.best_epoch) == (
         result.val_accuracy, result.test_accuracy, result.best_epoch)
     assert step_numbers(workdir / "checkpoints") == []  # nothing to resume from
     assert step_numbers(workdir / "best") == [result.best_epoch]
-    config, _, params = ckpt.load_model(workdir)  # evaluate/predict find the model as usual
+    config, _, params = model_io.load_model(workdir)  # evaluate/predict find the model as usual
     assert config == mlp_config(4) and leaves_equal(params, result.params)
 
 
 def test_checkpoints_at_end_refuses_resume_and_mid_epoch_saves(small_data, tmp_path):
     with pytest.raises(WorkdirError, match="--resume"):
-        fit(mlp_config(1), small_data, tmp_path / "a", resume=True, progress=False, checkpoints="end")
+        fit(mlp_config(1), small_data, tmp_path / "a", RunOptions(resume=True, quiet=True, checkpoints="end"))
     with pytest.raises(WorkdirError, match="--checkpoint-every"):
-        fit(dataclasses.replace(mlp_config(1), checkpoint_every=4), small_data, tmp_path / "b", progress=False,
-            checkpoints="end")
+        fit(dataclasses.replace(mlp_config(1), checkpoint_every=4), small_data, tmp_path / "b", RunOptions(quiet=True, checkpoints="end"))
     with pytest.raises(WorkdirError, match="epoch, end"):
-        fit(mlp_config(1), small_data, tmp_path / "c", progress=False, checkpoints="never")
+        fit(mlp_config(1), small_data, tmp_path / "c", RunOptions(quiet=True, checkpoints="never"))
 
 
 def test_a_stop_with_checkpoints_at_end_saves_nothing_and_says_so(small_data, tmp_path):
     with pytest.raises(TrainingInterrupted, match="nothing was saved") as info:
-        fit(mlp_config(3), small_data, tmp_path / "run", progress=False, should_stop=StopAfter(1),
-            checkpoints="end")
+        fit(mlp_config(3), small_data, tmp_path / "run", RunOptions(quiet=True, checkpoints="end"), should_stop=StopAfter(1))
     assert info.value.resumable is False
     assert step_numbers(tmp_path / "run" / "checkpoints") == step_numbers(tmp_path / "run" / "best") == []

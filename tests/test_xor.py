@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from fashion_jax.xor import (
+from fashion_jax.chapter.xor import (
     XOR_X,
     XOR_Y,
     hand_accuracy,

@@ -9,10 +9,12 @@ import jax
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from PIL import Image
 
-from fashion_jax import steps, viz
-from fashion_jax.checkpoint import save_model
-from fashion_jax.config import TrainConfig, model_config
+from fashion_jax import evaluate
+from fashion_jax import plots as viz, steps
+from fashion_jax.model_io import save_model
+from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data import FashionMNIST
 from fashion_jax.history import write_history
 from fashion_jax.models import build_model, init_params
@@ -35,7 +37,7 @@ def _fit(name: str, data: FashionMNIST, workdir: Path) -> tuple[Path, nn.Module,
     """A 1-epoch run in workdir, and its model with the params fit returns (those of the best epoch,
     what load_model restores; plot_all does the restore itself, so the tests need not repeat it)."""
     config = TrainConfig(model=model_config(name), epochs=1, batch_size=32)
-    result = fit(config, data, workdir, progress=False)
+    result = fit(config, data, workdir, RunOptions(quiet=True))
     return workdir, build_model(config.model), result.params
 
 
@@ -103,7 +105,7 @@ def test_confusion_matrix_agrees_with_evaluate(cnn_run, small: FashionMNIST) -> 
     cm = viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=1000)
     assert cm.shape == (10, 10) and cm.sum() == N_TEST
     np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(small.test_y, minlength=10))  # rows = true class
-    evaluated = steps.evaluate(steps.make_eval_step(model, 1000), params, jax.device_put(small.test_x),
+    evaluated = evaluate.evaluate(evaluate.make_eval_step(model, 1000), params, jax.device_put(small.test_x),
                                jax.device_put(small.test_y.astype(np.int32)), 1000)
     assert np.trace(cm) / cm.sum() == pytest.approx(evaluated["accuracy"], abs=1e-12)
     np.testing.assert_array_equal(viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=500), cm)
@@ -137,3 +139,12 @@ def test_plot_filters_shows_channel_zero_of_a_multichannel_kernel(tmp_path: Path
     assert image.shape[1] > image.shape[0]  # one row of 12 tiles
     with pytest.raises(ValueError, match=r"\(kh, kw, in, out\)"):
         viz.plot_filters(kernel[..., 0], tmp_path / "g.png")
+
+
+def test_plot_samples_is_one_row_of_ten(tmp_path):
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12).astype(np.uint8)
+    out = viz.plot_samples(images, labels, tmp_path / "fig" / "samples.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = Image.open(out).size
+    assert width > 4 * height  # one row of ten
