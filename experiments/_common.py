@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 EXPERIMENTS = Path(__file__).resolve().parent
 REAL_OUT = EXPERIMENTS  # RESULTS.md, figures/ (committed) and out/ (ignored) of the real report
@@ -24,6 +24,8 @@ QUICK_OUT = EXPERIMENTS / "out" / "quick"
 
 # Quick mode (CI smoke test): small slices of the real data, so every section runs end to end in seconds.
 QUICK_TRAIN, QUICK_VAL, QUICK_TEST = 2000, 1000, 1000
+# The report's own figures (s07, s08) at the resolution of the committed ones; the library's default is 100.
+FIGURE_DPI = 90
 
 
 def default_out(quick: bool) -> Path:
@@ -80,50 +82,30 @@ def dataset(quick: bool):
         return load_dataset()
     ds = load_dataset(subset=QUICK_TRAIN)
     return FashionMNIST(ds.train_x, ds.train_y, ds.val_x[:QUICK_VAL], ds.val_y[:QUICK_VAL],
-                        ds.test_x[:QUICK_TEST], ds.test_y[:QUICK_TEST], ds.source + f" (quick slice)")
+                        ds.test_x[:QUICK_TEST], ds.test_y[:QUICK_TEST], ds.source + " (quick slice)")
 
 
 def fit(config, data, workdir: Path):
     """fashion_jax.train.fit with the settings every section wants: a fresh run, no progress bar."""
+    from fashion_jax.config import RunOptions
     from fashion_jax.train import fit as library_fit
 
-    return library_fit(config, data, workdir, overwrite=True, progress=False)
+    return library_fit(config, data, workdir, RunOptions(overwrite=True, quiet=True))
 
 
 def evaluate(model, params, images, labels, batch_size: int = 1000) -> dict[str, float]:
-    """Loss and accuracy with the library's own eval step (the one fit uses)."""
-    import jax
-    import numpy as np
+    """Loss and accuracy of host arrays with the library's own eval step (the one fit uses)."""
+    from fashion_jax.evaluate import evaluate_arrays
 
-    from fashion_jax import steps
-
-    eval_step = steps.make_eval_step(model, batch_size)
-    return steps.evaluate(eval_step, params, jax.device_put(images), jax.device_put(np.asarray(labels, np.int32)),
-                          batch_size)
+    return evaluate_arrays(model, params, images, labels, batch_size)
 
 
-def new_figure(width: float, height: float):
-    """A bare matplotlib Figure (no pyplot: no global state, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def write_json(path: Path, payload: Any) -> Path:
+    """The library's atomic JSON writer; the folder is created, and values JSON lacks become strings."""
+    from fashion_jax.files import atomic_write_json
 
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    return path
-
-
-def write_json(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    return atomic_write_json(path, payload, default=str)
 
 
 def main(run: Callable[[Path, bool], dict], doc: str | None = None) -> None:

@@ -17,8 +17,10 @@ import jax
 import numpy as np
 
 from fashion_jax import steps
+from fashion_jax.batching import epoch_order, padded_order
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.data import epoch_order, load_dataset
+from fashion_jax.data import load_dataset
+from fashion_jax.evaluate import evaluate_arrays
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import make_optimizer
 
@@ -32,25 +34,23 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
     k = per_epoch if steps_per_call is None else steps_per_call
     tx = make_optimizer(config, per_epoch * epochs)
     state = steps.create_train_state(init_params(model, 0), tx)
-    acc = steps.epoch_accumulator(n)
+    sums = steps.epoch_sums(n)
     x, y = jax.device_put(data.train_x), jax.device_put(data.train_y.astype(np.int32))
-    order0 = jax.device_put(steps.padded_order(np.arange(n), batch_size))
-    stepper = steps.Stepper(model, tx, 0, batch_size, per_epoch, k, (state, acc, order0, x, y))
+    order0 = jax.device_put(padded_order(np.arange(n), batch_size))
+    stepper = steps.Stepper(model, tx, 0, batch_size, per_epoch, k, (state, sums, order0, x, y))
     t0 = time.perf_counter()
     stepper.warm()
     compile_s = time.perf_counter() - t0
     times = []
     for epoch in range(epochs):
-        acc = steps.epoch_accumulator(n)
-        order = jax.device_put(steps.padded_order(epoch_order(n, 0, epoch), batch_size))
+        sums = steps.epoch_sums(n)
+        order = jax.device_put(padded_order(epoch_order(n, 0, epoch), batch_size))
         t0 = time.perf_counter()
         for chunk in stepper.plan(0):
-            state, acc, _ = stepper.compiled(chunk)(state, acc, order, x, y)
-        jax.block_until_ready(acc)
+            state, sums, _ = stepper.compiled(chunk)(state, sums, order, x, y)
+        jax.block_until_ready(sums)
         times.append(time.perf_counter() - t0)
-    eval_step = steps.make_eval_step(model, 1000)
-    val = steps.evaluate(eval_step, state.params, jax.device_put(data.val_x),
-                         jax.device_put(data.val_y.astype(np.int32)), 1000)
+    val = evaluate_arrays(model, state.params, data.val_x, data.val_y, 1000)
     return {"workload": "cnn_epoch", "batch_size": batch_size,
             "dispatch": "scan_epoch" if steps_per_call is None else f"{k}_steps_per_call",
             "epoch_seconds": min(times), "all_epoch_seconds": times, "compile_seconds": compile_s,
@@ -58,11 +58,11 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
 
 
 def cv_run() -> dict:
-    from fashion_jax.cv import CV_DEFAULTS, cross_validate
+    from fashion_jax.cv import cross_validate, cv_config
     from fashion_jax.data import load_split
 
     images, labels = load_split("train")
-    config = TrainConfig(model=model_config("logreg"), **CV_DEFAULTS)
+    config = cv_config("logreg")  # the "cv" preset, as `fashion-jax cv` runs it
     t0 = time.perf_counter()
     result = cross_validate(config, images, labels, 5)
     return {"workload": "cv_logreg_5fold", "seconds": time.perf_counter() - t0, **result.summary()}

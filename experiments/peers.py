@@ -53,7 +53,8 @@ def chapter_split(subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     --subset keeps the first N training images and the whole validation part, as our CLI does.
     """
-    from fashion_jax.data import load_dataset  # the split is bit for bit sklearn's train_test_split(0.2, 42)
+    # the split is bit for bit sklearn's train_test_split(0.2, 42)
+    from fashion_jax.data import load_dataset
 
     ds = load_dataset(subset=subset)
     return _scale(ds.train_x), ds.train_y.astype(np.int64), _scale(ds.val_x), ds.val_y.astype(np.int64)

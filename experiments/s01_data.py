@@ -21,7 +21,8 @@ CHAPTER_FIRST_LABELS = [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
 def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
 
-    from fashion_jax.data import CLASS_NAMES, describe, load_split, save_samples_png
+    from fashion_jax.data import CLASS_NAMES, describe, load_split
+    from fashion_jax.plots import plot_samples
 
     with C.timer() as t_load:
         train_x, train_y = load_split("train")
@@ -29,7 +30,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     with C.timer() as t_split:
         info = describe(C.dataset(False))  # the split is the same in quick mode; it is cheap
     with C.timer() as t_png:
-        png = save_samples_png(train_x, train_y, C.figure_dir(out_dir, SECTION) / "samples.png", n=10)
+        png = plot_samples(train_x, train_y, C.figure_dir(out_dir, SECTION) / "samples.png", n=10)
 
     values, counts = np.unique(train_y, return_counts=True)
     per_class = sorted(set(counts.tolist()))

@@ -2,7 +2,7 @@
 
 The chapter: SGDClassifier(loss='log', max_iter=5, random_state=42) under sklearn's
 cross_validate (5 folds, n_jobs=-1): mean accuracy about 82 % (measured beside us: 0.8194 in 17.2 s).
-Ours: fashion_jax.cv.cross_validate with CV_DEFAULTS, all 5 folds trained in one vmapped program.
+Ours: fashion_jax.cv.cross_validate with the "cv" preset, all 5 folds trained in one vmapped program.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ TARGET = 0.82  # the chapter's "82 %"
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from fashion_jax.cv import CV_DEFAULTS, cross_validate, cv_config
+    from fashion_jax.config import PRESETS
+    from fashion_jax.cv import cross_validate, cv_config
     from fashion_jax.data import load_split
 
     images, labels = load_split("train")
@@ -31,7 +32,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     C.write_json(C.work_dir(out_dir, "cv.json"), {**result.summary(), "rows": len(labels), "quick": quick})
 
     folds = ", ".join(f"{a:.4f}" for a in result.fold_accuracies)
-    settings = ", ".join(f"{k}={v}" for k, v in CV_DEFAULTS.items())
+    settings = ", ".join(f"{k}={v}" for k, v in PRESETS["cv"].items() if k != "model")  # the model is named above
     rows = [
         C.row(SECTION, f"logreg 5-fold CV on {len(labels):,} images: mean accuracy",
               f"{result.mean_accuracy:.4f} ± {result.std_accuracy:.4f}",
@@ -43,7 +44,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     ]
     notes = [
         f"Fold accuracies: {folds}; compile {result.compile_seconds:.1f} s of {result.seconds:.1f} s.",
-        f"Settings (fashion_jax.cv.CV_DEFAULTS): {settings}; folds in file order, as sklearn's default "
+        f"Settings (fashion_jax.config.PRESETS['cv']): {settings}; folds in file order, as sklearn's default "
         "(unshuffled) folding.",
         "sklearn's SGDClassifier is one-vs-rest logistic regression; ours is softmax (multinomial) "
         "regression on the same 784 pixels / 255, the model the chapter's Dense(10, softmax) is in section 6.",

@@ -28,9 +28,12 @@ def _config(quick: bool, activation: str, optimizer: str = "rmsprop", epochs: in
 
 
 def _plot(histories: dict[str, list[dict]], lrs: dict[str, float], path: Path) -> Path:
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = C.new_figure(11, 4.2)
+    from fashion_jax.plots import save_figure
+
+    fig = Figure(figsize=(11, 4.2), layout="tight")  # tight: axis labels and titles do not overlap
     loss_ax, acc_ax = fig.subplots(1, 2)
     for name, history in histories.items():
         epochs = [r["epoch"] for r in history]
@@ -44,7 +47,7 @@ def _plot(histories: dict[str, list[dict]], lrs: dict[str, float], path: Path) -
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     loss_ax.legend(fontsize=8)
     fig.suptitle("relu MLP (100 hidden): the six optimizers, Keras default learning rates")
-    return C.save_figure(fig, path)
+    return save_figure(fig, path, dpi=C.FIGURE_DPI)
 
 
 def run(out_dir: Path, quick: bool) -> dict:

@@ -24,9 +24,12 @@ def _config(quick: bool, dropout: float):
 
 
 def _plot(histories: dict[str, list[dict]], path: Path) -> Path:
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = C.new_figure(7.5, 4.5)
+    from fashion_jax.plots import save_figure
+
+    fig = Figure(figsize=(7.5, 4.5), layout="tight")  # tight: axis labels and titles do not overlap
     ax = fig.subplots()
     for (label, history), colour in zip(histories.items(), ("tab:red", "tab:blue")):
         epochs = [r["epoch"] for r in history]
@@ -38,7 +41,7 @@ def _plot(histories: dict[str, list[dict]], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend()
     ax.set_title("relu MLP, Adam: train and validation loss with and without dropout")
-    return C.save_figure(fig, path)
+    return save_figure(fig, path, dpi=C.FIGURE_DPI)
 
 
 def run(out_dir: Path, quick: bool) -> dict:

@@ -32,7 +32,8 @@ def _same(a: dict, b: dict) -> tuple[bool, float]:
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from fashion_jax.checkpoint import load_model, load_weights, save_model, save_weights
+    from fashion_jax.checkpoint import load_weights, save_weights
+    from fashion_jax.model_io import load_model, save_model
     from fashion_jax.models import build_model, init_params
 
     data = C.dataset(quick)

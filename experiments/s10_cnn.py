@@ -24,13 +24,9 @@ TORCH_EPOCH_SECONDS = 28.7
 
 
 def config(quick: bool):
-    from fashion_jax.cli import PRESETS
-    from fashion_jax.config import TrainConfig, model_config
+    from fashion_jax.config import preset
 
-    preset = {k: v for k, v in PRESETS["chapter"].items() if k != "model"}  # the same run as `make train`
-    if quick:
-        preset["epochs"] = 2
-    return TrainConfig(model=model_config(PRESETS["chapter"]["model"]), **preset)
+    return preset("chapter", epochs=2 if quick else None)  # the same run as `make train`; None: the preset's
 
 
 def run(out_dir: Path, quick: bool) -> dict:

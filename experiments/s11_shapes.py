@@ -2,7 +2,7 @@
 
 The chapter's pictures: a 4x4 input and a 3x3 kernel give a 2x2 feature map ('valid'); padding the
 input to 6x6 keeps it 4x4 ('same'); stride 2 shrinks the map; 2x2 max pooling halves 28 -> 14 -> 7.
-fashion_jax.shapes writes the arithmetic down once; check_grid compares it with the shapes XLA really
+fashion_jax.chapter.shapes writes the arithmetic down once; check_grid compares it with the shapes XLA really
 produces (lax.conv_general_dilated, flax max_pool and lax.reduce_window) over a grid of sizes.
 """
 from __future__ import annotations
@@ -25,10 +25,17 @@ def run(out_dir: Path, quick: bool) -> dict:
     import jax
     import jax.numpy as jnp
 
+    from fashion_jax.chapter.shapes import (
+        check_grid,
+        cnn_layers,
+        conv_output_size,
+        format_walk,
+        pool_output_size,
+        same_padding,
+        shape_walk,
+    )
     from fashion_jax.config import model_config
     from fashion_jax.models import build_model
-    from fashion_jax.shapes import (check_grid, cnn_layers, conv_output_size, format_walk, pool_output_size,
-                                    same_padding, shape_walk)
 
     rows = []
     with C.timer() as t:
@@ -73,7 +80,7 @@ def run(out_dir: Path, quick: bool) -> dict:
                       ok=not mismatches))
     describe = lambda v: f"{min(v)}..{max(v)}" if isinstance(v, range) else "/".join(map(str, v))
     notes = [
-        "The chapter CNN's shape walk (fashion_jax.shapes.format_walk):\n" + format_walk(walk),
+        "The chapter CNN's shape walk (fashion_jax.chapter.shapes.format_walk):\n" + format_walk(walk),
         "Grid: n " + describe(grid["ns"]) + ", kernel " + describe(grid["kernels"]) + ", stride "
         + describe(grid["strides"]) + ", padding " + describe(grid["paddings"])
         + "; each point checks the conv size (lax.conv_general_dilated, vmapped) and the max-pool size "

@@ -1,7 +1,7 @@
 """Section 12: what the CNN learned: conv filters, feature maps, confusion matrix, learning curves.
 
 The chapter ends by plotting the first conv layer's 32 kernels and the feature maps one image produces
-in both conv layers. fashion_jax.viz.plot_all does all of it from s10's workdir (restored with
+in both conv layers. fashion_jax.plots.plot_all does all of it from s10's workdir (restored with
 load_model, so nothing here knows the architecture), and adds the test-set confusion matrix.
 """
 from __future__ import annotations
@@ -22,16 +22,16 @@ IMAGE_INDEX = 0  # test image 0, an ankle boot
 def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
 
-    from fashion_jax import viz
-    from fashion_jax.checkpoint import load_model
+    from fashion_jax import plots
     from fashion_jax.data import CLASS_NAMES
+    from fashion_jax.model_io import load_model
 
     workdir = C.work_dir(out_dir, s10_cnn.WORKDIR)
     if not (workdir / "config.json").exists():
         raise FileNotFoundError(f"no CNN workdir at {workdir}; run s10 first (run_all.py runs it before s12)")
     data = C.dataset(quick)
     with C.timer() as t:
-        written = viz.plot_all(workdir, data, image_index=IMAGE_INDEX, out_dir=C.figure_dir(out_dir, SECTION))
+        written = plots.plot_all(workdir, data, image_index=IMAGE_INDEX, out_dir=C.figure_dir(out_dir, SECTION))
     figures = [C.rel(out_dir, p) for p in written.values() if not p.startswith("skipped")]
     skipped = [f"{name}: {p}" for name, p in written.items() if p.startswith("skipped")]
     rows = [C.row(SECTION, f"plot_all on s10's workdir (test image #{IMAGE_INDEX})",
@@ -41,7 +41,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     if not quick:  # one more restore and pass over the test set: the confusion matrix agrees with s10
         with C.timer() as t:
             _, model, params = load_model(workdir)
-            cm = viz.confusion_matrix(model, params, data.test_x, data.test_y)
+            cm = plots.confusion_matrix(model, params, data.test_x, data.test_y)
         accuracy = float(np.trace(cm) / cm.sum())
         result = json.loads((workdir / "result.json").read_text())
         rows.append(C.row(SECTION, "confusion-matrix accuracy (restored model, test set)", accuracy,

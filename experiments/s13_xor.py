@@ -2,7 +2,7 @@
 
 Chapter: a single perceptron cannot compute XOR (it is not linearly separable); a multi-layer
 perceptron can; the book first plugs in known-correct weights, and backpropagation finds such
-weights by gradient descent. fashion_jax.xor.xor_report checks all three.
+weights by gradient descent. fashion_jax.chapter.xor.xor_report checks all three.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TITLE = "Section 13: XOR: perceptron vs MLP vs hand-set weights"
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from fashion_jax.xor import XOR_Y, xor_report
+    from fashion_jax.chapter.xor import XOR_Y, xor_report
 
     with C.timer() as t:
         report = xor_report()

@@ -23,8 +23,8 @@ def _dense_model(out_dir: Path, quick: bool):
     """(model, params, how) of s06's Dense model; trained here (1 epoch) when s06 has not run."""
     import dataclasses
 
-    from fashion_jax.checkpoint import load_model
     from fashion_jax.config import load_json
+    from fashion_jax.model_io import load_model
 
     workdir = C.work_dir(out_dir, "dense")
     if (workdir / "config.json").exists() and load_json(workdir / "config.json").model.name == "dense":
@@ -46,7 +46,14 @@ def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
     import optax
 
-    from fashion_jax.entropy import EXPLANATION, cross_entropy, entropy, kl_divergence, sparse_cross_entropy_from_logits
+    from fashion_jax.chapter.entropy import (
+        EXPLANATION,
+        cross_entropy,
+        entropy,
+        kl_divergence,
+        sparse_cross_entropy_from_logits,
+    )
+    from fashion_jax.evaluate import predict_logits
 
     rows = []
     with C.timer() as t:
@@ -75,7 +82,8 @@ def run(out_dir: Path, quick: bool) -> dict:
     with C.timer() as t:
         model, params, how = _dense_model(out_dir, quick)
         data = C.dataset(quick)
-        logits = jax.jit(lambda p, x: model.apply({"params": p}, x.astype(jnp.float32) / 255.0))(params, data.val_x)
+        # the library's forward pass; one batch of the whole split, so one compile for a one-off pass
+        logits = predict_logits(model, params, data.val_x, batch_size=len(data.val_x))
         labels = jnp.asarray(data.val_y, jnp.int32)
         ours = np.asarray(sparse_cross_entropy_from_logits(logits, labels))
         theirs = np.asarray(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
@@ -96,7 +104,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         f"examples the float32 softmax of the true class is below 1e-7, the clip caps the loss at −ln 1e-7 ≈ 16.1 "
         f"nats while the true value is up to {float(ours.max()):.1f} (largest gap {float(gap.max()):.1f}). "
         "That is why the loss is computed from logits (log_softmax), never from softmax outputs.",
-        "In the project's own words (fashion_jax.entropy.EXPLANATION): " + EXPLANATION,
+        "In the project's own words (fashion_jax.chapter.entropy.EXPLANATION): " + EXPLANATION,
         "How that reaches the models: every model here outputs 10 logits, with no softmax layer; the train and eval "
         "steps score them with optax.softmax_cross_entropy_with_integer_labels, i.e. −log softmax(logits)[label] "
         "(the row above shows it equals ours), averaged over the batch: Keras's sparse_categorical_crossentropy. A sure, right prediction costs 0 nats, a coin flip over 10 classes "

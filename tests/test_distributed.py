@@ -22,7 +22,6 @@ import pytest
 
 from conftest import require_real_data
 
-from fashion_jax import model_io
 from fashion_jax import distributed
 from fashion_jax.config import ConfigError
 
@@ -171,7 +170,7 @@ def test_cli_device_errors_are_one_line(tiny_dir, tmp_path, flags, message):
 EQUIVALENCE = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from fashion_jax.config import TrainConfig, model_config
+    from fashion_jax.config import RunOptions, TrainConfig, model_config
     from fashion_jax.data import load_dataset
     from fashion_jax.models import build_model, init_params
     from fashion_jax.train import fit
@@ -191,7 +190,7 @@ EQUIVALENCE = textwrap.dedent("""
         p0 = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v) for path, v in
               jax.tree_util.tree_leaves_with_path(init_params(build_model(model), config.seed))}
         for devices in (1, 4):
-            r = fit(config, data, f"{out}/{name}-{devices}", progress=False, devices=devices)
+            r = fit(config, data, f"{out}/{name}-{devices}", RunOptions(quiet=True, devices=devices))
             flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
                     for path, v in jax.tree_util.tree_leaves_with_path(r.params)}
             runs[devices] = (flat, r.history[-1], r.val_loss)
@@ -276,7 +275,7 @@ RESTORE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import jax, numpy as np
-    from fashion_jax import checkpoint as ckpt, steps
+    from fashion_jax import checkpoint as ckpt, model_io, steps
     from fashion_jax.models import init_params
     from fashion_jax.optim import make_optimizer
 
