@@ -1,11 +1,14 @@
-"""Side-by-side benchmark: fashion_jax against PyTorch, Keras and scikit-learn on the chapter's workloads.
+"""Side-by-side benchmark: fashion_jax against PyTorch, Keras and scikit-learn on the chapter's
+workloads.
 
-    python experiments/bench.py [--repeats 3] [--subset N] [--only NAME[,NAME]] [--out experiments/BENCH.md]
+    python experiments/bench.py [--repeats 3] [--subset N] [--only NAME[,NAME]]
+                                [--out experiments/BENCH.md]
 
-Every run is a fresh subprocess, so each pays its own imports and compiles and has its own peak RSS (the child's
-ru_maxrss, read with os.wait4: one measure for every implementation). Repeats are interleaved (ours, torch, keras,
-ours, torch, keras, ...) so machine noise falls on all alike. A workload that fails, times out or has no peer
-installed becomes a marked row; the harness itself keeps going.
+Every run is a fresh subprocess, so each pays its own imports and compiles and has its own peak RSS
+(the child's ru_maxrss, read with os.wait4: one measure for every implementation). Repeats are
+interleaved (ours, torch, keras, ours, torch, keras, ...) so machine noise falls on all alike. A
+workload that fails, times out or has no peer installed becomes a marked row; the harness itself
+keeps going.
 
 Writes a markdown table to --out (default experiments/BENCH.md) and the raw runs to --json-out
 (default: <folder of --out>/out/bench.json).
@@ -14,6 +17,7 @@ Writes a markdown table to --out (default experiments/BENCH.md) and the raw runs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -59,7 +63,9 @@ class Workload:
     task: str  # key of TASKS: rows of one task are compared with each other
     impl: str  # "ours" or one of PEER_IMPLS
     argv: Callable[[Options, Path], list[str]]  # the command, given a private scratch folder
-    parse: Callable[[dict, float], dict]  # (last-line JSON, launch-to-exit seconds) -> seconds/compile/accuracy
+    parse: Callable[
+        [dict, float], dict
+    ]  # (last-line JSON, launch-to-exit seconds) -> seconds/compile/accuracy
 
 
 @dataclass
@@ -70,8 +76,12 @@ class Run:
     returncode: int | None = None
     wall_seconds: float | None = None
     rss_mb: float | None = None
-    workers_rss_mb: float | None = None  # summed peak RSS of worker processes, reported by the workload itself
-    load_1min: float | None = None  # the machine's load average at launch: these machines are shared and noisy
+    workers_rss_mb: float | None = (
+        None  # summed peak RSS of worker processes, reported by the workload itself
+    )
+    load_1min: float | None = (
+        None  # the machine's load average at launch: these machines are shared and noisy
+    )
     result: dict | None = None
     seconds: float | None = None
     compile_seconds: float | None = None
@@ -81,75 +91,143 @@ class Run:
     error: str | None = None
 
 
-# ------------------------------------------------------------------------------------------------ the workloads ---
+# -------------------------------------------------------------------------------- the workloads ---
+
 
 def _ours(*args: str, train: bool = True) -> Callable[[Options, Path], list[str]]:
     def argv(opts: Options, tmp: Path) -> list[str]:
         cmd = [sys.executable, "-m", "fashion_jax.cli", *args, "--json"]
-        # train: a private --workdir so runs never resume each other's checkpoints, and --quiet because the peers
-        # run with verbose=0 too. cv takes neither.
+        # train: a private --workdir so runs never resume each other's checkpoints, and --quiet
+        # because the peers run with verbose=0 too. cv takes neither.
         cmd += ["--workdir", str(tmp), "--quiet"] if train else []
         return cmd + (["--subset", str(opts.subset)] if opts.subset else [])
+
     return argv
 
 
 def _peer(name: str) -> Callable[[Options, Path], list[str]]:
     def argv(opts: Options, tmp: Path) -> list[str]:
-        return [sys.executable, str(PEERS), name] + (["--subset", str(opts.subset)] if opts.subset else [])
+        return [sys.executable, str(PEERS), name] + (
+            ["--subset", str(opts.subset)] if opts.subset else []
+        )
+
     return argv
 
 
 def _parse_ours_train(epochs: int) -> Callable[[dict, float], dict]:
-    # Steady time = the epochs' wall time (train, validate, checkpoint). fit() compiles every program it runs
-    # before the first epoch starts, and reports that apart as compile_seconds.
+    # Steady time = the epochs' wall time (train, validate, checkpoint). fit() compiles every
+    # program it runs before the first epoch starts, and reports that apart as compile_seconds.
     def parse(res: dict, wall: float) -> dict:
         epoch_s = [float(s) for s in res["epoch_seconds"]]
         note = f"ran {len(epoch_s)} of {epochs} epochs" if len(epoch_s) != epochs else None
-        return {"seconds": sum(epoch_s), "compile_seconds": _float_or_none(res.get("compile_seconds")),
-                "accuracy": float(res["val_accuracy"]), "note": note}
+        return {
+            "seconds": sum(epoch_s),
+            "compile_seconds": _float_or_none(res.get("compile_seconds")),
+            "accuracy": float(res["val_accuracy"]),
+            "note": note,
+        }
+
     return parse
 
 
 def _parse_ours_cv(res: dict, wall: float) -> dict:
     # The CV time includes compiles, as sklearn's wall time includes its process-pool start-up.
-    return {"seconds": float(res["seconds"]), "compile_seconds": _float_or_none(res.get("compile_seconds")),
-            "accuracy": float(res["mean_accuracy"])}
+    return {
+        "seconds": float(res["seconds"]),
+        "compile_seconds": _float_or_none(res.get("compile_seconds")),
+        "accuracy": float(res["mean_accuracy"]),
+    }
 
 
 def _parse_ours_fast(res: dict, wall: float) -> dict:
-    # "Time to 92%" is what a user waits for: interpreter start, imports, data, compile, training, evaluation.
-    return {"seconds": wall, "compile_seconds": _float_or_none(res.get("compile_seconds")),
-            "accuracy": float(res["test_accuracy"])}
+    # "Time to 92%" is what a user waits for: interpreter start, imports, data, compile, training,
+    # evaluation.
+    return {
+        "seconds": wall,
+        "compile_seconds": _float_or_none(res.get("compile_seconds")),
+        "accuracy": float(res["test_accuracy"]),
+    }
 
 
 def _parse_peer(res: dict, wall: float) -> dict:
-    return {"seconds": float(res["seconds"]), "compile_seconds": _float_or_none(res.get("compile_seconds")),
-            "accuracy": float(res["val_accuracy"]),
-            # sklearn fits in joblib worker processes, whose memory its own RSS does not include
-            "workers_rss_mb": _float_or_none(res.get("workers_peak_rss_mb"))}
+    return {
+        "seconds": float(res["seconds"]),
+        "compile_seconds": _float_or_none(res.get("compile_seconds")),
+        "accuracy": float(res["val_accuracy"]),
+        # sklearn fits in joblib worker processes, whose memory its own RSS does not include
+        "workers_rss_mb": _float_or_none(res.get("workers_peak_rss_mb")),
+    }
 
 
 # Listed in the interleaving order: ours first, then its peers, task by task.
 WORKLOADS: tuple[Workload, ...] = (
-    Workload("ours_cnn", "cnn", "ours", _ours("train", "--model", "cnn", "--optimizer", "adam", "--epochs", "1",
-                                              "--batch-size", "32", "--patience", "0"), _parse_ours_train(1)),
+    Workload(
+        "ours_cnn",
+        "cnn",
+        "ours",
+        _ours(
+            "train",
+            "--model",
+            "cnn",
+            "--optimizer",
+            "adam",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--patience",
+            "0",
+        ),
+        _parse_ours_train(1),
+    ),
     Workload("torch_cnn", "cnn", "torch", _peer("torch_cnn"), _parse_peer),
     Workload("keras_cnn", "cnn", "keras", _peer("keras_cnn"), _parse_peer),
     # --patience 0 as for the CNN, so early stopping cannot shorten the 5 epochs the peer runs.
-    Workload("ours_dense", "dense", "ours", _ours("train", "--model", "dense", "--epochs", "5", "--batch-size", "32",
-                                                  "--patience", "0"), _parse_ours_train(5)),
-    # The same fit writing only its final params (--checkpoints end): what Keras's fit does, which saves nothing.
-    Workload("ours_dense_end", "dense", "ours", _ours("train", "--model", "dense", "--epochs", "5", "--batch-size",
-                                                      "32", "--patience", "0", "--checkpoints", "end"),
-             _parse_ours_train(5)),
+    Workload(
+        "ours_dense",
+        "dense",
+        "ours",
+        _ours(
+            "train", "--model", "dense", "--epochs", "5", "--batch-size", "32", "--patience", "0"
+        ),
+        _parse_ours_train(5),
+    ),
+    # The same fit writing only its final params (--checkpoints end): what Keras's fit does, which
+    # saves nothing.
+    Workload(
+        "ours_dense_end",
+        "dense",
+        "ours",
+        _ours(
+            "train",
+            "--model",
+            "dense",
+            "--epochs",
+            "5",
+            "--batch-size",
+            "32",
+            "--patience",
+            "0",
+            "--checkpoints",
+            "end",
+        ),
+        _parse_ours_train(5),
+    ),
     Workload("keras_dense", "dense", "keras", _peer("keras_dense"), _parse_peer),
-    Workload("ours_cv", "cv", "ours", _ours("cv", "--model", "logreg", "--folds", "5", train=False), _parse_ours_cv),
+    Workload(
+        "ours_cv",
+        "cv",
+        "ours",
+        _ours("cv", "--model", "logreg", "--folds", "5", train=False),
+        _parse_ours_cv,
+    ),
     Workload("sklearn_cv", "cv", "sklearn", _peer("sklearn_cv"), _parse_peer),
     Workload("ours_fast", "fast", "ours", _ours("train", "--preset", "fast"), _parse_ours_fast),
 )
 
 
-# --------------------------------------------------------------------------------------------- running one job ---
+# ------------------------------------------------------------------------------ running one job ---
+
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -160,24 +238,30 @@ def child_env() -> dict[str, str]:
 
 def _kill_group(pid: int, fired: threading.Event) -> None:
     fired.set()
-    try:
-        os.killpg(pid, signal.SIGKILL)  # the child leads its own session: this reaches its workers, nothing else
-    except ProcessLookupError:
-        pass
+    # the child leads its own session: this reaches its workers, nothing else
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def run_process(argv: list[str], timeout: float) -> tuple[int, float, float, str, str, bool]:
     """(exit code, launch-to-exit seconds, child peak RSS MB, stdout, stderr, timed out)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
         fired = threading.Event()
         timer = threading.Timer(timeout, _kill_group, (proc.pid, fired))
         timer.start()
         try:
-            # wait4, not Popen.wait: it also hands back this child's own rusage (RUSAGE_CHILDREN would be the
-            # maximum over every child so far).
+            # wait4, not Popen.wait: it also hands back this child's own rusage (RUSAGE_CHILDREN
+            # would be the maximum over every child so far).
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             _kill_group(proc.pid, threading.Event())
@@ -188,8 +272,14 @@ def run_process(argv: list[str], timeout: float) -> tuple[int, float, float, str
         proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it has been reaped
         out.seek(0)
         err.seek(0)
-        return (proc.returncode, wall, usage.ru_maxrss / 1024, out.read().decode(errors="replace"),
-                err.read().decode(errors="replace"), fired.is_set())
+        return (
+            proc.returncode,
+            wall,
+            usage.ru_maxrss / 1024,
+            out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"),
+            fired.is_set(),
+        )
 
 
 def last_json(stdout: str) -> dict | None:
@@ -202,7 +292,8 @@ def last_json(stdout: str) -> dict | None:
 
 
 def one_line(text: str, limit: int = 160) -> str:
-    """The last non-empty line (a traceback's last line names the error), safe inside a markdown cell."""
+    """The last non-empty line (a traceback's last line names the error), safe inside a markdown
+    cell."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     line = (lines[-1] if lines else "no output").replace("|", "/")
     return line if len(line) <= limit else line[: limit - 1] + "…"
@@ -242,7 +333,8 @@ def _float_or_none(x: Any) -> float | None:
     return None if x is None else float(x)
 
 
-# ------------------------------------------------------------------------------------------------- aggregating ---
+# ---------------------------------------------------------------------------------- aggregating ---
+
 
 @dataclass
 class Row:
@@ -251,7 +343,9 @@ class Row:
 
     @property
     def ok(self) -> list[Run]:
-        return [r for r in self.runs if r.error is None and r.skipped is None and r.seconds is not None]
+        return [
+            r for r in self.runs if r.error is None and r.skipped is None and r.seconds is not None
+        ]
 
     @property
     def median(self) -> float | None:
@@ -263,7 +357,8 @@ class Row:
 
     @property
     def problem(self) -> str | None:
-        """Why the row has no figures: a skip note or the first error (None when at least one run worked)."""
+        """Why the row has no figures: a skip note or the first error (None when at least one run
+        worked)."""
         if self.ok:
             return None
         skips = [r.skipped for r in self.runs if r.skipped]
@@ -302,7 +397,8 @@ def find_peer(rows: Sequence[Row], task: str, impl: str) -> Row | None:
     return next((r for r in rows if r.workload.task == task and r.workload.impl == impl), None)
 
 
-# What each of our workloads has to reach. A check is (label, function of (row, all rows) -> bool or None).
+# What each of our workloads has to reach. A check is (label, function of (row, all rows) -> bool or
+# None).
 Check = tuple[str, Callable[[Row, Sequence[Row]], bool | None]]
 
 
@@ -310,11 +406,14 @@ def _ratio_at_most(impl: str, limit: float) -> Check:
     def check(row: Row, rows: Sequence[Row]) -> bool | None:
         r = ratio(row, find_peer(rows, row.workload.task, impl))
         return None if r is None else r <= limit
+
     return f"≤{limit:g}× {impl}", check
 
 
 def _rss_at_most(mb: float) -> Check:
-    return f"RSS ≤{mb / 1024:g} GB", lambda row, rows: _cmp(row.stat("rss_mb", max), lambda v: v <= mb)
+    return f"RSS ≤{mb / 1024:g} GB", lambda row, rows: _cmp(
+        row.stat("rss_mb", max), lambda v: v <= mb
+    )
 
 
 def _seconds_at_most(s: float) -> Check:
@@ -341,13 +440,25 @@ TARGETS: dict[str, list[Check]] = {
 
 def target_cell(row: Row, rows: Sequence[Row]) -> str:
     marks = {True: "PASS", False: "FAIL", None: "n/a"}
-    return "; ".join(f"{label} {marks[check(row, rows)]}" for label, check in TARGETS.get(row.workload.name, []))
+    return "; ".join(
+        f"{label} {marks[check(row, rows)]}" for label, check in TARGETS.get(row.workload.name, [])
+    )
 
 
-# -------------------------------------------------------------------------------------------------- rendering ---
+# ------------------------------------------------------------------------------------ rendering ---
 
-HEADER = ["workload", "implementation", "median s", "min–max s", "compile s", "val acc", "peak RSS MB",
-          *(f"ours/{p}" for p in PEER_IMPLS), "target", "notes"]
+HEADER = [
+    "workload",
+    "implementation",
+    "median s",
+    "min–max s",
+    "compile s",
+    "val acc",
+    "peak RSS MB",
+    *(f"ours/{p}" for p in PEER_IMPLS),
+    "target",
+    "notes",
+]
 
 
 def _fmt(x: float | None, spec: str = ".2f") -> str:
@@ -368,9 +479,16 @@ def table_row(row: Row, rows: Sequence[Row]) -> list[str]:
         return first + [row.problem] + ["—"] * (len(HEADER) - 4) + [""]
     ratios = [_ratio_cell(row, rows, p) for p in PEER_IMPLS]
     acc = _fmt(row.stat("accuracy"), ".4f") + (" (test)" if w.task == "fast" else "")
-    return first + [_fmt(row.median), f"{_fmt(row.stat('seconds', min))}–{_fmt(row.stat('seconds', max))}",
-                    _fmt(row.stat("compile_seconds")), acc, _fmt(row.stat("rss_mb", max), ".0f"),
-                    *ratios, target_cell(row, rows), "; ".join(row.notes())]
+    return first + [
+        _fmt(row.median),
+        f"{_fmt(row.stat('seconds', min))}–{_fmt(row.stat('seconds', max))}",
+        _fmt(row.stat("compile_seconds")),
+        acc,
+        _fmt(row.stat("rss_mb", max), ".0f"),
+        *ratios,
+        target_cell(row, rows),
+        "; ".join(row.notes()),
+    ]
 
 
 def _ratio_cell(row: Row, rows: Sequence[Row], impl: str) -> str:
@@ -384,13 +502,26 @@ def _ratio_cell(row: Row, rows: Sequence[Row], impl: str) -> str:
 
 
 def markdown(rows: Sequence[Row], meta: dict) -> str:
-    lines = ["# fashion_jax side-by-side benchmark", "",
-             f"- date: {meta['date']}", f"- devices: `{meta['devices']}`", f"- CPUs: {meta['cpu_count']}",
-             f"- platform: {meta['platform']}, Python {meta['python']}",
-             "- packages: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in meta["packages"].items()),
-             f"- command: `{meta['command']}`", f"- repeats: {meta['repeats']}"
-             + (f", subset: {meta['subset']} images (smoke run, figures not comparable)" if meta["subset"] else ""),
-             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines = [
+        "# fashion_jax side-by-side benchmark",
+        "",
+        f"- date: {meta['date']}",
+        f"- devices: `{meta['devices']}`",
+        f"- CPUs: {meta['cpu_count']}",
+        f"- platform: {meta['platform']}, Python {meta['python']}",
+        "- packages: "
+        + ", ".join(f"{k} {v or 'not installed'}" for k, v in meta["packages"].items()),
+        f"- command: `{meta['command']}`",
+        f"- repeats: {meta['repeats']}"
+        + (
+            f", subset: {meta['subset']} images (smoke run, figures not comparable)"
+            if meta["subset"]
+            else ""
+        ),
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
     lines += ["| " + " | ".join(table_row(r, rows)) + " |" for r in rows]
     lines += ["", *METHOD_NOTES]
     return "\n".join(lines) + "\n"
@@ -398,23 +529,32 @@ def markdown(rows: Sequence[Row], meta: dict) -> str:
 
 METHOD_NOTES = [
     "How to read this:",
-    "- Each run is a fresh process; repeats are interleaved across workloads. Median, min and max are over repeats.",
-    "- \"median s\" is steady time where the compile is known separately (ours from the CLI; Keras estimated as the"
-    " first-step gap less one steady step), whole time otherwise (torch, sklearn). Ratios are ours/peer on that column;"
+    "- Each run is a fresh process; repeats are interleaved across workloads."
+    " Median, min and max are over repeats.",
+    '- "median s" is steady time where the compile is known separately'
+    " (ours from the CLI; Keras estimated as the"
+    " first-step gap less one steady step), whole time otherwise (torch, sklearn)."
+    " Ratios are ours/peer on that column;"
     " ratios under 1 mean ours is faster.",
-    "- Ours train, validate and checkpoint every epoch (`ours_dense_end`: checkpoint once, after the last epoch)."
-    " The CNN peers train, validate and save the best weights every epoch, as the chapter's fit does; the dense"
+    "- Ours train, validate and checkpoint every epoch"
+    " (`ours_dense_end`: checkpoint once, after the last epoch)."
+    " The CNN peers train, validate and save the best weights every epoch,"
+    " as the chapter's fit does; the dense"
     " peer trains only, as the chapter's section 6 does.",
-    "- CV time includes compiles (ours) and the process pool (sklearn). The fast preset is launch-to-exit wall time"
+    "- CV time includes compiles (ours) and the process pool (sklearn)."
+    " The fast preset is launch-to-exit wall time"
     " of the whole process, measured by this harness.",
-    "- \"busy machine\" marks a row whose runs started at a 1-minute load average above the core count plus one"
+    '- "busy machine" marks a row whose runs started at a 1-minute load average'
+    " above the core count plus one"
     " (the previous run alone can leave about one per core for a minute).",
-    "- peak RSS is the child's ru_maxrss (os.wait4), the maximum over repeats. sklearn's joblib workers are separate"
+    "- peak RSS is the child's ru_maxrss (os.wait4), the maximum over repeats."
+    " sklearn's joblib workers are separate"
     " processes: their summed peak RSS is in the notes.",
 ]
 
 
-# ---------------------------------------------------------------------------------------------------- metadata ---
+# ------------------------------------------------------------------------------------- metadata ---
+
 
 def _version(dist: str) -> str | None:
     try:
@@ -425,23 +565,39 @@ def _version(dist: str) -> str | None:
 
 def jax_devices() -> str:
     try:
-        proc = subprocess.run([sys.executable, "-c", "import jax; print(jax.devices())"], cwd=ROOT, env=child_env(),
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-c", "import jax; print(jax.devices())"],
+            cwd=ROOT,
+            env=child_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"error: {one_line(str(e))}"
     return proc.stdout.strip() if proc.returncode == 0 else f"error: {one_line(proc.stderr)}"
 
 
 def metadata(opts: Options) -> dict:
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "devices": jax_devices(),
-            "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "packages": {p: _version(p) for p in PACKAGES}, "command": shlex.join(sys.orig_argv),
-            "repeats": opts.repeats, "subset": opts.subset}
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "devices": jax_devices(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": {p: _version(p) for p in PACKAGES},
+        "command": shlex.join(sys.orig_argv),
+        "repeats": opts.repeats,
+        "subset": opts.subset,
+    }
 
 
-# ---------------------------------------------------------------------------------------------------- the driver ---
+# ----------------------------------------------------------------------------------- the driver ---
 
-def run_bench(workloads: Sequence[Workload], opts: Options, log: Callable[[str], None] = print) -> list[Row]:
+
+def run_bench(
+    workloads: Sequence[Workload], opts: Options, log: Callable[[str], None] = print
+) -> list[Row]:
     rows = [Row(w) for w in workloads]
     total, done = opts.repeats * len(rows), 0
     for repeat in range(opts.repeats):  # interleaved: noise lands on every implementation alike
@@ -449,7 +605,12 @@ def run_bench(workloads: Sequence[Workload], opts: Options, log: Callable[[str],
             try:
                 run = run_once(row.workload, repeat, opts)
             except Exception as e:  # a harness bug in one run must not lose the others' figures
-                run = Run(row.workload.name, repeat, [], error=one_line(f"harness: {type(e).__name__}: {e}"))
+                run = Run(
+                    row.workload.name,
+                    repeat,
+                    [],
+                    error=one_line(f"harness: {type(e).__name__}: {e}"),
+                )
             row.runs.append(run)
             done += 1
             log(f"[{done}/{total}] {run.workload} #{repeat + 1}: {_run_summary(run)}")
@@ -466,8 +627,11 @@ def write_outputs(rows: Sequence[Row], meta: dict, md_path: Path, json_path: Pat
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     md_path.write_text(markdown(rows, meta))
-    raw = {"meta": meta, "runs": [asdict(r) for row in rows for r in row.runs],
-           "summary": [dict(zip(HEADER, table_row(r, rows))) for r in rows]}
+    raw = {
+        "meta": meta,
+        "runs": [asdict(r) for row in rows for r in row.runs],
+        "summary": [dict(zip(HEADER, table_row(r, rows))) for r in rows],
+    }
     json_path.write_text(json.dumps(raw, indent=2) + "\n")
 
 
@@ -477,17 +641,30 @@ def select(only: str | None) -> list[Workload]:
     wanted = {n.strip() for n in only.split(",") if n.strip()}
     unknown = wanted - {w.name for w in WORKLOADS}
     if unknown:
-        raise SystemExit(f"unknown workload(s) {sorted(unknown)}; choose from {[w.name for w in WORKLOADS]}")
-    return [w for w in WORKLOADS if w.name in wanted]  # keep the interleaving order, whatever order was asked
+        raise SystemExit(
+            f"unknown workload(s) {sorted(unknown)}; choose from {[w.name for w in WORKLOADS]}"
+        )
+    return [
+        w for w in WORKLOADS if w.name in wanted
+    ]  # keep the interleaving order, whatever order was asked
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--subset", type=int, default=None, help="pass --subset N to every workload (smoke tests)")
-    p.add_argument("--only", default=None, help="comma-separated: " + ",".join(w.name for w in WORKLOADS))
+    p.add_argument(
+        "--subset", type=int, default=None, help="pass --subset N to every workload (smoke tests)"
+    )
+    p.add_argument(
+        "--only", default=None, help="comma-separated: " + ",".join(w.name for w in WORKLOADS)
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the markdown report")
-    p.add_argument("--json-out", type=Path, default=None, help="raw results (default: <out folder>/out/bench.json)")
+    p.add_argument(
+        "--json-out",
+        type=Path,
+        default=None,
+        help="raw results (default: <out folder>/out/bench.json)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before one run is killed")
     args = p.parse_args(argv)
     if args.repeats < 1:

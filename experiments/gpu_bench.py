@@ -6,6 +6,7 @@ and the vmapped 5-fold CV. Run it where JAX sees a GPU/TPU:
 It prints one JSON line per measurement and writes them all to --out; experiments/bench.py folds
 that file into the benchmark table. Timings are steady state; compile is reported apart.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,16 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
         jax.block_until_ready(sums)
         times.append(time.perf_counter() - t0)
     val = evaluate_arrays(model, state.params, data.val_x, data.val_y, 1000)
-    return {"workload": "cnn_epoch", "batch_size": batch_size,
-            "dispatch": "scan_epoch" if steps_per_call is None else f"{k}_steps_per_call",
-            "epoch_seconds": min(times), "all_epoch_seconds": times, "compile_seconds": compile_s,
-            "val_accuracy_after": val["accuracy"], "epochs": epochs}
+    return {
+        "workload": "cnn_epoch",
+        "batch_size": batch_size,
+        "dispatch": "scan_epoch" if steps_per_call is None else f"{k}_steps_per_call",
+        "epoch_seconds": min(times),
+        "all_epoch_seconds": times,
+        "compile_seconds": compile_s,
+        "val_accuracy_after": val["accuracy"],
+        "epochs": epochs,
+    }
 
 
 def cv_run() -> dict:

@@ -1,9 +1,11 @@
-"""Sections 1-3: get Fashion-MNIST, split it (train / val / test), show the first 10 training images.
+"""
+Sections 1-3: get Fashion-MNIST, split it (train / val / test), show the first 10 training images.
 
 The chapter loads keras.datasets.fashion_mnist (60,000 training and 10,000 test images), prints the
 first 10 labels and np.unique(train_target, return_counts=True), and later splits the training set
 with train_test_split(test_size=0.2, random_state=42) into 48,000 / 12,000.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,16 +38,41 @@ def run(out_dir: Path, quick: bool) -> dict:
     per_class = sorted(set(counts.tolist()))
     first = [int(v) for v in train_y[:10]]
     rows = [
-        C.row(SECTION, "training images × pixels (keras load_data)", f"{len(train_y):,} × {train_x.shape[1]}×{train_x.shape[2]}",
-              "60,000 × 28×28", t_load(), ok=len(train_y) == 60000),
+        C.row(
+            SECTION,
+            "training images × pixels (keras load_data)",
+            f"{len(train_y):,} × {train_x.shape[1]}×{train_x.shape[2]}",
+            "60,000 × 28×28",
+            t_load(),
+            ok=len(train_y) == 60000,
+        ),
         C.row(SECTION, "test images", f"{len(test_y):,}", "10,000", 0.0, ok=len(test_y) == 10000),
-        C.row(SECTION, "train / val split (train_test_split 0.2, seed 42)", f"{info['train']:,} / {info['val']:,}",
-              "48,000 / 12,000", t_split(), ok=(info["train"], info["val"]) == (48000, 12000)),
-        C.row(SECTION, "images per class, 60,000 training set (np.unique)",
-              f"{len(values)} classes × {per_class[0]:,}" if len(per_class) == 1 else str(dict(zip(values, counts))),
-              "10 classes × 6,000", 0.0, ok=len(values) == 10 and per_class == [6000]),
-        C.row(SECTION, "first 10 training labels", str(first), str(CHAPTER_FIRST_LABELS), t_png(),
-              ok=first == CHAPTER_FIRST_LABELS),
+        C.row(
+            SECTION,
+            "train / val split (train_test_split 0.2, seed 42)",
+            f"{info['train']:,} / {info['val']:,}",
+            "48,000 / 12,000",
+            t_split(),
+            ok=(info["train"], info["val"]) == (48000, 12000),
+        ),
+        C.row(
+            SECTION,
+            "images per class, 60,000 training set (np.unique)",
+            f"{len(values)} classes × {per_class[0]:,}"
+            if len(per_class) == 1
+            else str(dict(zip(values, counts))),
+            "10 classes × 6,000",
+            0.0,
+            ok=len(values) == 10 and per_class == [6000],
+        ),
+        C.row(
+            SECTION,
+            "first 10 training labels",
+            str(first),
+            str(CHAPTER_FIRST_LABELS),
+            t_png(),
+            ok=first == CHAPTER_FIRST_LABELS,
+        ),
     ]
     val_counts = info["class_counts"]["val"]
     notes = [

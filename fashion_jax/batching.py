@@ -18,7 +18,8 @@ from fashion_jax.compile import compile_hot
 
 
 def pad_indices(indices: Sequence[int] | np.ndarray, length: int) -> np.ndarray:
-    """int32 `indices` padded with index 0 to `length`; the steps mask out rows past the real count."""
+    """int32 `indices` padded with index 0 to `length`; the steps mask out rows past the real
+    count."""
     indices = np.asarray(indices, np.int32)
     return np.pad(indices, (0, length - indices.shape[0]))
 
@@ -42,7 +43,7 @@ def _host_cpu():
 
 class EpochOrders:
     """`epoch_order(n, seed, e)` for epochs e < epochs, each computed in a background thread while
-    the epoch before it trains (it is a pure function of (seed, epoch), so only the time changes)."""
+    the epoch before it trains (a pure function of (seed, epoch), so only the time changes)."""
 
     def __init__(self, n: int, seed: int, epochs: int):
         self._n, self._seed, self._epochs = n, seed, epochs
@@ -50,7 +51,8 @@ class EpochOrders:
         self._next: dict[int, concurrent.futures.Future] = {}
 
     def prefetch(self, epoch: int) -> None:
-        """Start computing `epoch`'s order now (fit asks for the first one while its steps compile)."""
+        """Start computing `epoch`'s order now (fit asks for the first one while its steps
+        compile)."""
         if epoch < self._epochs and epoch not in self._next:
             self._next[epoch] = self._pool.submit(epoch_order, self._n, self._seed, epoch)
 
@@ -98,4 +100,3 @@ def _compiled_permutation(n: int):
 
 def _permutation(seed: int, epoch: int, n: int):
     return _compiled_permutation(n)(jnp.int32(seed), jnp.int32(epoch))
-

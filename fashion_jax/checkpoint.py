@@ -9,15 +9,18 @@ Layout of a workdir:
   best/<epoch>/          params of the best epoch by the monitored metric
 Two managers, because `best_fn` with `max_to_keep` would keep the best N and drop the latest.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,17 +35,20 @@ class CheckpointError(RuntimeError):
 
 
 class CheckpointMismatch(CheckpointError):
-    """An intact checkpoint of a run with other settings: older steps would not fit either, so no fallback."""
+    """An intact checkpoint of a run with other settings: older steps would not fit either, so no
+    fallback."""
 
 
 def refuse_symlinks(root: Path) -> None:
-    """Tensorstore follows symlinked chunk files out of the tree, so a foreign tree with links is refused."""
+    """Tensorstore follows symlinked chunk files out of the tree, so a foreign tree with links is
+    refused."""
     if os.path.islink(root):
         raise CheckpointError(f"{root}: checkpoint folder is a symlink; refusing to read it")
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             if os.path.islink(os.path.join(dirpath, name)):
-                raise CheckpointError(f"{os.path.join(dirpath, name)}: symlink inside a checkpoint; refusing to read it")
+                link = os.path.join(dirpath, name)
+                raise CheckpointError(f"{link}: symlink inside a checkpoint; refusing to read it")
 
 
 def abstract(tree: Any) -> Any:
@@ -54,12 +60,18 @@ def abstract(tree: Any) -> Any:
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
-        cleanup_tmp_directories=not read_only, enable_async_checkpointing=True,
+        max_to_keep=keep,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=True,
         # Multi-process: the two managers (checkpoints/, best/) save concurrently (async) and Orbax
         # syncs processes with barriers named by step; without a prefix their barriers collide
         # ("Barrier ... is already ongoing") and the run dies or hangs.
-        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name))
+        multiprocessing_options=ocp.options.MultiprocessingOptions(
+            barrier_sync_key_prefix=directory.name
+        ),
+    )
     try:
         return ocp.CheckpointManager(directory.absolute(), options=options)
     except (OSError, ValueError) as err:
@@ -67,8 +79,10 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
 
 
 # What the user can act on, wherever Orbax or tensorstore buried it in a long message.
-_OS_CAUSES = re.compile(r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
-                        r"No such file or directory|Too many open files")
+_OS_CAUSES = re.compile(
+    r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
+    r"No such file or directory|Too many open files"
+)
 
 
 def _brief(err: BaseException) -> str:
@@ -82,8 +96,11 @@ def _brief(err: BaseException) -> str:
 
 
 def _flat(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {"/".join(k): (tuple(v.shape), str(v.dtype)) for k, v in ocp.tree.to_flat_dict(tree).items()
-            if hasattr(v, "shape")}
+    return {
+        "/".join(k): (tuple(v.shape), str(v.dtype))
+        for k, v in ocp.tree.to_flat_dict(tree).items()
+        if hasattr(v, "shape")
+    }
 
 
 def check_tree(found: Any, expected: Any, what: str) -> None:
@@ -96,8 +113,10 @@ def check_tree(found: Any, expected: Any, what: str) -> None:
     for key in sorted(set(have) | set(want)):
         if have.get(key) != want.get(key):
             show = lambda v: "missing" if v is None else f"{v[1]}{list(v[0])}"
-            raise CheckpointError(f"{what}: {key} is {show(have.get(key))} in the checkpoint, "
-                                  f"this model needs {show(want.get(key))}")
+            raise CheckpointError(
+                f"{what}: {key} is {show(have.get(key))} in the checkpoint, "
+                f"this model needs {show(want.get(key))}"
+            )
 
 
 def _check_finite(tree: Any, what: str) -> None:
@@ -115,7 +134,8 @@ def _json_copy(meta: dict) -> dict:
 class RunCheckpoints:
     """The latest and best checkpoints of one run, with fallback to the newest intact step.
 
-    Every failure to write (disk full, read-only, vanished workdir) becomes a one-line CheckpointError.
+    Every failure to write (disk full, read-only, vanished workdir) becomes a one-line
+    CheckpointError.
     """
 
     def __init__(self, workdir: Path, read_only: bool = False):
@@ -133,16 +153,29 @@ class RunCheckpoints:
     def save_best(self, epoch: int, params: Any, meta: dict) -> None:
         self._save(self.best, epoch, "params", params, meta)
 
-    def _save(self, manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict) -> None:
+    def _save(
+        self, manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict
+    ) -> None:
         try:
             _probe_writable(Path(manager.directory))
-            manager.save(step, args=ocp.args.Composite(
-                **{key: ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(_json_copy(meta))}), force=True)
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        key: ocp.args.StandardSave(tree),
+                        "meta": ocp.args.JsonSave(_json_copy(meta)),
+                    }
+                ),
+                force=True,
+            )
         except Exception as err:  # includes a failure of the previous async save, surfaced here
-            raise CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}") from None
+            raise CheckpointError(
+                f"cannot write checkpoints in {manager.directory}: {_brief(err)}"
+            ) from None
 
-    def restore_state(self, target: Any, validate: Callable[[int, Any, dict], None] | None = None
-                      ) -> tuple[Any, dict, int] | None:
+    def restore_state(
+        self, target: Any, validate: Callable[[int, Any, dict], None] | None = None
+    ) -> tuple[Any, dict, int] | None:
         """(tree, meta, step) of the newest intact full state, or None when there is none yet."""
         return _restore_newest(self.latest, "state", target, validate)
 
@@ -153,8 +186,11 @@ class RunCheckpoints:
         """Delete latest steps > latest_after and best epochs > best_after (see resume.restore)."""
         for manager, after in ((self.latest, latest_after), (self.best, best_after)):
             for step in [s for s in manager.all_steps() if s > after]:
-                log.warning("removing %s/%d: it is newer than the state being resumed and will be rewritten",
-                            manager.directory, step)
+                log.warning(
+                    "removing %s/%d: newer than the state being resumed; it will be rewritten",
+                    manager.directory,
+                    step,
+                )
                 manager.delete(step)
 
     def wait(self) -> None:
@@ -162,10 +198,13 @@ class RunCheckpoints:
             try:
                 manager.wait_until_finished()
             except Exception as err:
-                raise CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}") from None
+                raise CheckpointError(
+                    f"cannot write checkpoints in {manager.directory}: {_brief(err)}"
+                ) from None
 
     def close(self) -> None:
-        """Finish pending saves and release threads; never raises (it runs while errors propagate)."""
+        """Finish pending saves and release threads; never raises (it runs while errors
+        propagate)."""
         for manager in (self.latest, self.best):
             try:
                 manager.close()
@@ -184,15 +223,17 @@ def _probe_writable(directory: Path) -> None:
     after the error. A folder that refuses this mkdir fails now, as one line, before Orbax starts.
     """
     probe = directory / f"{PROBE_PREFIX}{os.getpid()}"
-    try:
+    with contextlib.suppress(FileExistsError):
         probe.mkdir()
-    except FileExistsError:
-        pass
     probe.rmdir()
 
 
-def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any,
-                    validate: Callable[[int, Any, dict], None] | None = None) -> tuple[Any, dict, int] | None:
+def _restore_newest(
+    manager: ocp.CheckpointManager,
+    key: str,
+    target: Any,
+    validate: Callable[[int, Any, dict], None] | None = None,
+) -> tuple[Any, dict, int] | None:
     """Newest step that is intact and fits `target`; damaged steps are skipped with a warning.
 
     A fresh manager lists the steps from disk (after a crash no in-process state is trusted), and
@@ -205,8 +246,15 @@ def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any,
         try:
             refuse_symlinks(path)
             check_tree(ocp.StandardCheckpointHandler().metadata(path / key).tree, target, f"{path}")
-            restored = manager.restore(step, args=ocp.args.Composite(
-                **{key: ocp.args.StandardRestore(abstract(target)), "meta": ocp.args.JsonRestore()}))
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        key: ocp.args.StandardRestore(abstract(target)),
+                        "meta": ocp.args.JsonRestore(),
+                    }
+                ),
+            )
             tree, meta = restored[key], restored["meta"]
             check_tree(ocp.tree.serialize_tree(tree), target, f"{path}")
             _check_finite(tree, f"{path}")
@@ -221,14 +269,17 @@ def _restore_newest(manager: ocp.CheckpointManager, key: str, target: Any,
             failures.append(str(err))
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
             failures.append(f"{path}: {_brief(err)}")
-        log.warning("checkpoint %s is damaged or foreign; trying an older one (%s)", path, failures[-1])
+        log.warning(
+            "checkpoint %s is damaged or foreign; trying an older one (%s)", path, failures[-1]
+        )
     if failures:
         raise CheckpointError(f"no intact checkpoint in {manager.directory}: {failures[0]}")
     return None
 
 
 def save_weights(path: str | os.PathLike, params: Any) -> Path:
-    """Weights only (Keras save_weights): params, no config. Load into a known model with load_weights."""
+    """Weights only (Keras save_weights): params, no config. Load into a known model with
+    load_weights."""
     path = Path(path).absolute()
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, params, force=True)

@@ -13,7 +13,14 @@ import dataclasses
 import typing
 from typing import Any
 
-from fashion_jax.config import MODEL_DEFAULTS, PRESETS, CVOptions, ModelConfig, RunOptions, TrainConfig
+from fashion_jax.config import (
+    MODEL_DEFAULTS,
+    PRESETS,
+    CVOptions,
+    ModelConfig,
+    RunOptions,
+    TrainConfig,
+)
 
 CONFIG_CLASSES = (ModelConfig, TrainConfig)
 
@@ -46,7 +53,11 @@ def _show(value: Any) -> str:
 
 def _default_text(cls: type, f: dataclasses.Field, presets: tuple[str, ...]) -> str:
     base = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    text = f"default: {_show(base)}" if dest(f) != "model" else "default: the preset's; needed without --preset"
+    text = (
+        f"default: {_show(base)}"
+        if dest(f) != "model"
+        else "default: the preset's; needed without --preset"
+    )
     if cls is ModelConfig:
         per_model = [f"{m} {_show(d[f.name])}" for m, d in MODEL_DEFAULTS.items() if f.name in d]
         if per_model:
@@ -55,13 +66,18 @@ def _default_text(cls: type, f: dataclasses.Field, presets: tuple[str, ...]) -> 
     return text + (f"; preset {', '.join(by_preset)}" if by_preset else "")
 
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, presets: tuple[str, ...] = ()) -> None:
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, presets: tuple[str, ...] = ()
+) -> None:
     """One flag per field of `cls`, named, typed, constrained and explained by the field."""
     hints = typing.get_type_hints(cls)
     for f in flag_fields(cls):
         kind = typing.get_args(hints[f.name]) or (hints[f.name],)
-        kwargs: dict[str, Any] = {"dest": dest(f), "default": None,
-                                  "help": f"{f.metadata['help']} ({_default_text(cls, f, presets)})"}
+        kwargs: dict[str, Any] = {
+            "dest": dest(f),
+            "default": None,
+            "help": f"{f.metadata['help']} ({_default_text(cls, f, presets)})",
+        }
         if hints[f.name] is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
         elif typing.get_origin(hints[f.name]) is tuple:
@@ -74,42 +90,75 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, presets: tup
 
 def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
     """The values the user typed for the fields of `classes`, by override name."""
-    return {dest(f): getattr(args, dest(f)) for cls in classes for f in flag_fields(cls)
-            if getattr(args, dest(f), None) is not None}
+    return {
+        dest(f): getattr(args, dest(f))
+        for cls in classes
+        for f in flag_fields(cls)
+        if getattr(args, dest(f), None) is not None
+    }
 
 
 def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON object as the last stdout line"
+    )
     if data:
-        p.add_argument("--data-dir", help="folder with the four IDX files (default: $FASHION_JAX_DATA, "
-                                          "then /usr/share/datasets/fashion-mnist, then TFDS)")
-        p.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check (custom IDX data)")
+        p.add_argument(
+            "--data-dir",
+            help="folder with the four IDX files (default: $FASHION_JAX_DATA, "
+            "then /usr/share/datasets/fashion-mnist, then TFDS)",
+        )
+        p.add_argument(
+            "--no-verify", action="store_true", help="skip the SHA-256 check (custom IDX data)"
+        )
 
 
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model; the workdir is the resume point")
-    names = ", ".join(f"{n} ({', '.join(f'{k}={_show(v)}' for k, v in PRESETS[n].items())})" for n in PRESETS)
-    p.add_argument("--preset", choices=list(PRESETS),
-                   help=f"start from a named setup; flags override it (default: none, --model needed): {names}")
+    names = ", ".join(
+        f"{n} ({', '.join(f'{k}={_show(v)}' for k, v in PRESETS[n].items())})" for n in PRESETS
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help=f"start from a named setup; flags override it (default: none: give --model): {names}",
+    )
     for cls in CONFIG_CLASSES:
         add_dataclass_flags(p, cls, presets=tuple(PRESETS))
     add_dataclass_flags(p, RunOptions)
-    p.add_argument("--workdir", default="runs/default", help="run folder: config, checkpoints, history, "
-                   "result (default: runs/default)")
-    p.add_argument("--subset", type=int, help="train on the first N training images (default: all 48,000)")
-    p.add_argument("--coordinator", help="HOST:PORT of process 0, for multi-host (default: $JAX_COORDINATOR_ADDRESS, else one process)")
-    p.add_argument("--num-processes", type=int, help="number of processes (default: $JAX_NUM_PROCESSES)")
+    p.add_argument(
+        "--workdir",
+        default="runs/default",
+        help="run folder: config, checkpoints, history, result (default: runs/default)",
+    )
+    p.add_argument(
+        "--subset", type=int, help="train on the first N training images (default: all 48,000)"
+    )
+    p.add_argument(
+        "--coordinator",
+        help="HOST:PORT of process 0, for multi-host (default: $JAX_COORDINATOR_ADDRESS)",
+    )
+    p.add_argument(
+        "--num-processes", type=int, help="number of processes (default: $JAX_NUM_PROCESSES)"
+    )
     p.add_argument("--process-id", type=int, help="this process's index (default: $JAX_PROCESS_ID)")
     add_common(p)
 
 
 def _add_cv(sub: Any) -> None:
     p = sub.add_parser("cv", help="k-fold cross-validation, all folds in one vmapped program")
-    p.add_argument("--preset", choices=list(PRESETS), default="cv", help="start from a named setup (default: cv)")
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="cv",
+        help="start from a named setup (default: cv)",
+    )
     for cls in CONFIG_CLASSES:
         add_dataclass_flags(p, cls, presets=("cv",))
     add_dataclass_flags(p, CVOptions)
-    p.add_argument("--subset", type=int, help="use the first N of the 60,000 training images (default: all)")
+    p.add_argument(
+        "--subset", type=int, help="use the first N of the 60,000 training images (default: all)"
+    )
     add_common(p)
 
 
@@ -121,8 +170,12 @@ def _add_chapter_tools(sub: Any) -> None:
     p.add_argument("--stride", type=int, default=1, help="conv stride (default: 1)")
     p.add_argument("--padding", default="same", help="same, valid, or an integer (default: same)")
     p.add_argument("--filters", type=int, default=32, help="conv filters (default: 32)")
-    p.add_argument("--pool", type=int, default=0, help="pooling window after the conv (default: 0, none)")
-    p.add_argument("--model", choices=["cnn"], help="walk the whole chapter CNN instead (default: one layer)")
+    p.add_argument(
+        "--pool", type=int, default=0, help="pooling window after the conv (default: 0, none)"
+    )
+    p.add_argument(
+        "--model", choices=["cnn"], help="walk the whole chapter CNN instead (default: one layer)"
+    )
     add_common(p, data=False)
 
     p = sub.add_parser("xor", help="perceptron vs MLP vs hand-set weights on XOR")
@@ -131,11 +184,16 @@ def _add_chapter_tools(sub: Any) -> None:
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="fashion-jax", description="Fashion-MNIST, the chapter done in JAX/Flax. "
-                           "Every command takes --json; bad input ends with one error line and exit 2.")
+    parser = OneLineParser(
+        prog="fashion-jax",
+        description="Fashion-MNIST, the chapter done in JAX/Flax. "
+        "Every command takes --json; bad input ends with one error line and exit 2.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
-    p = sub.add_parser("data", help="split sizes, class counts and a PNG of the first 10 training images")
+    p = sub.add_parser(
+        "data", help="split sizes, class counts and a PNG of the first 10 training images"
+    )
     p.add_argument("--out", default="samples.png", help="where the PNG goes (default: samples.png)")
     add_common(p)
 
@@ -143,7 +201,9 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("evaluate", help="restore a workdir's model and evaluate it")
     p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
-    p.add_argument("--split", choices=["val", "test"], default="test", help="which split (default: test)")
+    p.add_argument(
+        "--split", choices=["val", "test"], default="test", help="which split (default: test)"
+    )
     add_common(p)
 
     p = sub.add_parser("predict", help="classify 28x28 grayscale PNG/JPEG or .npy files")
@@ -154,9 +214,16 @@ def build_parser() -> OneLineParser:
     _add_cv(sub)
     _add_chapter_tools(sub)
 
-    p = sub.add_parser("plot", help="filters, feature maps, confusion matrix and curves of a trained model")
+    p = sub.add_parser(
+        "plot", help="filters, feature maps, confusion matrix and curves of a trained model"
+    )
     p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
-    p.add_argument("--image", type=int, default=0, help="index of the test image for the feature maps (default: 0)")
+    p.add_argument(
+        "--image",
+        type=int,
+        default=0,
+        help="index of the test image for the feature maps (default: 0)",
+    )
     p.add_argument("--out-dir", help="where the PNGs go (default: WORKDIR/plots)")
     add_common(p)
     return parser

@@ -8,6 +8,7 @@ traceback; an interrupted `train` says how to resume and exits 128 + the signal 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -15,8 +16,8 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from absl import logging as absl_logging
 
@@ -37,8 +38,17 @@ from fashion_jax.predict import predict_files
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
 EXIT_BAD_INPUT = 2
-EXPECTED_ERRORS = (CliError, ConfigError, DataError, CheckpointError, WorkdirError, NonFiniteLossError,
-                   NonFiniteCVError, ValueError, OSError)
+EXPECTED_ERRORS = (
+    CliError,
+    ConfigError,
+    DataError,
+    CheckpointError,
+    WorkdirError,
+    NonFiniteLossError,
+    NonFiniteCVError,
+    ValueError,
+    OSError,
+)
 
 
 def load_data(args: argparse.Namespace, subset: int | None = None) -> FashionMNIST:
@@ -61,7 +71,10 @@ def cmd_data(args: argparse.Namespace) -> dict:
         for split in ("train", "val", "test"):
             counts = "  ".join(f"{k}={v}" for k, v in info["class_counts"][split].items())
             print(f"{split:5s} {info[split]:6d}  {counts}")
-        print("first 10 training labels:", [f"{int(y)} {CLASS_NAMES[int(y)]}" for y in ds.train_y[:10]])
+        print(
+            "first 10 training labels:",
+            [f"{int(y)} {CLASS_NAMES[int(y)]}" for y in ds.train_y[:10]],
+        )
         print(f"wrote {png}")
     return {**info, "samples_png": str(png)}
 
@@ -79,9 +92,11 @@ def cmd_train(args: argparse.Namespace) -> dict:
             err.signum = stop.signum
             raise
     if not args.json:
-        print(f"{result.model}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
-              f"val_accuracy {result.val_accuracy:.4f}, test_accuracy {result.test_accuracy:.4f} "
-              f"({result.seconds:.1f}s) -> {result.workdir}")
+        print(
+            f"{result.model}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
+            f"val_accuracy {result.val_accuracy:.4f}, test_accuracy {result.test_accuracy:.4f} "
+            f"({result.seconds:.1f}s) -> {result.workdir}"
+        )
     return result.summary()
 
 
@@ -91,8 +106,10 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     x, y = (data.val_x, data.val_y) if args.split == "val" else (data.test_x, data.test_y)
     out = evaluate_arrays(model, params, x, y, config.eval_batch_size)
     if not args.json:
-        print(f"{config.model.name} on {args.split}: accuracy {out['accuracy']:.4f}, loss {out['loss']:.4f}, "
-              f"n {out['n']}")
+        print(
+            f"{config.model.name} on {args.split}: accuracy {out['accuracy']:.4f}, "
+            f"loss {out['loss']:.4f}, n {out['n']}"
+        )
     return {"split": args.split, "model": config.model.name, **out}
 
 
@@ -114,12 +131,16 @@ def cmd_cv(args: argparse.Namespace) -> dict:
         if args.subset < options.folds:
             raise CliError(f"--subset must be at least --folds, got {args.subset}")
         images, labels = images[: args.subset], labels[: args.subset]
-    result = cross_validate(config, images, labels, options.folds, shuffle=options.shuffle, seed=config.seed)
+    result = cross_validate(
+        config, images, labels, options.folds, shuffle=options.shuffle, seed=config.seed
+    )
     out = result.summary()
     if not args.json:
         accs = ", ".join(f"{a:.4f}" for a in out["fold_accuracies"])
-        print(f"{config.model.name} {options.folds}-fold CV: mean accuracy {out['mean_accuracy']:.4f} "
-              f"(folds: {accs}) in {out['seconds']:.2f}s")
+        print(
+            f"{config.model.name} {options.folds}-fold CV: "
+            f"mean accuracy {out['mean_accuracy']:.4f} (folds: {accs}) in {out['seconds']:.2f}s"
+        )
     return out
 
 
@@ -128,28 +149,43 @@ def cmd_shapes(args: argparse.Namespace) -> dict:
         layers = shapes.cnn_layers()
     else:
         padding = int(args.padding) if args.padding.lstrip("-").isdigit() else args.padding
-        layers = [shapes.LayerSpec("conv", features=args.filters, kernel=args.kernel, stride=args.stride,
-                                   padding=padding)]
+        layers = [
+            shapes.LayerSpec(
+                "conv",
+                features=args.filters,
+                kernel=args.kernel,
+                stride=args.stride,
+                padding=padding,
+            )
+        ]
         if args.pool:
             layers.append(shapes.LayerSpec("pool", window=args.pool))
     rows = shapes.shape_walk((args.input, args.input, args.channels), layers)
     if not args.json:
         print(shapes.format_walk(rows))
-    return {"walk": [{"layer": name, "shape": list(shape)} for name, shape in rows], "output": list(rows[-1][1])}
+    return {
+        "walk": [{"layer": name, "shape": list(shape)} for name, shape in rows],
+        "output": list(rows[-1][1]),
+    }
 
 
 def cmd_xor(args: argparse.Namespace) -> dict:
     report = xor_report(seed=args.seed)
     if not args.json:
-        print(f"single-layer perceptron: best accuracy {report['perceptron_accuracy']:.2f} "
-              "(XOR is not linearly separable)")
-        print(f"2-{report['mlp_hidden']}-1 MLP trained by jax.grad: accuracy {report['mlp_accuracy']:.2f}")
+        print(
+            f"single-layer perceptron: best accuracy {report['perceptron_accuracy']:.2f} "
+            "(XOR is not linearly separable)"
+        )
+        hidden, accuracy = report["mlp_hidden"], report["mlp_accuracy"]
+        print(f"2-{hidden}-1 MLP trained by jax.grad: accuracy {accuracy:.2f}")
         print(f"hand-set 2-2-1 weights (NAND, OR -> AND): accuracy {report['hand_accuracy']:.2f}")
     return report
 
 
 def cmd_plot(args: argparse.Namespace) -> dict:
-    written = plot_all(Path(args.workdir), load_data(args), image_index=args.image, out_dir=args.out_dir)
+    written = plot_all(
+        Path(args.workdir), load_data(args), image_index=args.image, out_dir=args.out_dir
+    )
     if not args.json:
         for name, path in written.items():
             print(f"{name}: {path}")
@@ -157,8 +193,15 @@ def cmd_plot(args: argparse.Namespace) -> dict:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
-    "data": cmd_data, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-    "cv": cmd_cv, "shapes": cmd_shapes, "xor": cmd_xor, "plot": cmd_plot}
+    "data": cmd_data,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "cv": cmd_cv,
+    "shapes": cmd_shapes,
+    "xor": cmd_xor,
+    "plot": cmd_plot,
+}
 
 
 class GracefulStop:
@@ -180,11 +223,11 @@ class GracefulStop:
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
-        note = f"\nstopping after this step ({signal.Signals(signum).name}); a second Ctrl-C or signal quits at once\n"
-        try:  # os.write, not print: the signal may interrupt a print (tqdm's), and print is not reentrant
+        name = signal.Signals(signum).name
+        note = f"\nstopping after this step ({name}); a second Ctrl-C or signal quits at once\n"
+        # os.write, not print: the signal may interrupt a print (tqdm's), and print is not reentrant
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             os.write(sys.stderr.fileno(), note.encode())
-        except (OSError, ValueError, AttributeError):
-            pass
 
     def __enter__(self) -> GracefulStop:
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -196,7 +239,8 @@ class GracefulStop:
 
 
 def resume_command(argv: list[str] | None) -> str:
-    """The command line that continues this run: the same flags, plus --resume, minus --overwrite."""
+    """The command line that continues this run: the same flags, plus --resume, minus
+    --overwrite."""
     args = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--overwrite"]
     return shlex.join(["fashion-jax", *args, *([] if "--resume" in args else ["--resume"])])
 
@@ -205,7 +249,9 @@ def quiet_logs() -> None:
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     # Orbax logs the failures of its background save threads with tracebacks; the fit loop turns
     # each into one CheckpointError line, so only a debugging session needs to see them.
-    absl_logging.set_verbosity(absl_logging.ERROR if os.environ.get("FASHION_JAX_DEBUG") else absl_logging.FATAL)
+    absl_logging.set_verbosity(
+        absl_logging.ERROR if os.environ.get("FASHION_JAX_DEBUG") else absl_logging.FATAL
+    )
 
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -223,7 +269,10 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     except EXPECTED_ERRORS as err:
         if os.environ.get("FASHION_JAX_DEBUG"):
             raise
-        print(f"error: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}", file=sys.stderr)
+        print(
+            f"error: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     if getattr(args, "json", False):
         print(json.dumps(out, sort_keys=True, default=str))

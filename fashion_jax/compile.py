@@ -11,9 +11,11 @@ leaving convolutions and dots to XLA's own kernels) made the chapter's CNN step 
 the 2-core machine this was measured on (experiments/BENCH.md). The option is experimental, so a
 jaxlib that does not know it compiles with its defaults instead.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 
@@ -29,7 +31,8 @@ def hot_options() -> dict[str, Any]:
 
 
 def compile_one_shot(fn: Callable, *example_args: Any) -> Callable:
-    """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation level."""
+    """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation
+    level."""
     return jax.jit(fn).lower(*example_args).compile(compiler_options=one_shot_options())
 
 

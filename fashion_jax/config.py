@@ -74,18 +74,28 @@ class ConfigError(ValueError):
     """A configuration value that cannot work; the message is one line."""
 
 
-def _doc(help: str, flag: str | None = None, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+def _doc(
+    help: str, flag: str | None = None, choices: tuple[str, ...] | None = None
+) -> dict[str, Any]:
     """Field metadata for its CLI flag: the help sentence, the flag's name when it is not the
     field's (also the override's name in `preset`), and the allowed values."""
-    return {"help": help, **({"flag": flag} if flag else {}), **({"choices": choices} if choices else {})}
+    return {
+        "help": help,
+        **({"flag": flag} if flag else {}),
+        **({"choices": choices} if choices else {}),
+    }
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = field(default="cnn", metadata=_doc("architecture", "model", tuple(MODEL_DEFAULTS)))
     hidden: int = field(default=100, metadata=_doc("units of the hidden Dense layer"))
-    activation: str = field(default="relu", metadata=_doc("hidden activation", choices=ACTIVATION_NAMES))
-    dropout: float = field(default=0.0, metadata=_doc("dropout rate before the output layer, in [0, 1)"))
+    activation: str = field(
+        default="relu", metadata=_doc("hidden activation", choices=ACTIVATION_NAMES)
+    )
+    dropout: float = field(
+        default=0.0, metadata=_doc("dropout rate before the output layer, in [0, 1)")
+    )
     filters: tuple[int, ...] = field(default=(32, 64), metadata=_doc("filters of each conv layer"))
     kernel: int = field(default=3, metadata=_doc("conv kernel size (square)"))
     padding: str = field(default="same", metadata=_doc("conv padding", choices=("same", "valid")))
@@ -98,7 +108,9 @@ class ModelConfig:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     # RMSprop is Keras's bare compile() default, which the chapter's Dense model relies on.
-    optimizer: str = field(default="rmsprop", metadata=_doc("optimizer", choices=tuple(DEFAULT_LEARNING_RATES)))
+    optimizer: str = field(
+        default="rmsprop", metadata=_doc("optimizer", choices=tuple(DEFAULT_LEARNING_RATES))
+    )
     learning_rate: float | None = field(
         default=None, metadata=_doc("learning rate; unset: the optimizer's Keras default")
     )
@@ -106,48 +118,75 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata=_doc("training mini-batch, Keras's default"))
     seed: int = field(default=0, metadata=_doc("seed of the init, data order and dropout"))
     patience: int = field(default=0, metadata=_doc("early-stopping patience in epochs; 0 disables"))
-    monitor: str = field(default="val_loss", metadata=_doc("metric early stopping and best/ follow", choices=MONITORS))
+    monitor: str = field(
+        default="val_loss",
+        metadata=_doc("metric early stopping and best/ follow", choices=MONITORS),
+    )
     min_delta: float = field(default=0.0, metadata=_doc("smallest change of --monitor that counts"))
-    restore_best: bool = field(default=True, metadata=_doc("return (and evaluate) the best epoch's params"))
+    restore_best: bool = field(
+        default=True, metadata=_doc("return (and evaluate) the best epoch's params")
+    )
     checkpoint_every: int = field(
-        default=0, metadata=_doc("also checkpoint every N steps inside an epoch; 0: epoch ends only")
+        default=0,
+        metadata=_doc("also checkpoint every N steps inside an epoch; 0: epoch ends only"),
     )
     # XLA:CPU ran the CNN forward about twice as fast per image at 100-250 as at 1000.
-    eval_batch_size: int = field(default=200, metadata=_doc("batch of the validation and test passes"))
-    skip_nonfinite: int = field(
-        default=0, metadata=_doc("skip up to N consecutive non-finite updates; 0: stop at the first")
+    eval_batch_size: int = field(
+        default=200, metadata=_doc("batch of the validation and test passes")
     )
-    schedule: str = field(default="constant", metadata=_doc("learning-rate schedule (cosine decays to 0 over all steps)", choices=SCHEDULES))
+    skip_nonfinite: int = field(
+        default=0,
+        metadata=_doc("skip up to N consecutive non-finite updates; 0: stop at the first"),
+    )
+    schedule: str = field(
+        default="constant",
+        metadata=_doc(
+            "learning-rate schedule (cosine decays to 0 over all steps)", choices=SCHEDULES
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How one fit() call runs; not part of the model or its training maths, so not in config.json."""
+    """How one fit() call runs; not part of the model or its training maths, so not in
+    config.json."""
 
-    resume: bool = field(default=False, metadata=_doc("continue from the latest checkpoint in --workdir"))
+    resume: bool = field(
+        default=False, metadata=_doc("continue from the latest checkpoint in --workdir")
+    )
     overwrite: bool = field(default=False, metadata=_doc("replace a previous run in --workdir"))
     checkpoints: str = field(
         default="epoch",
-        metadata=_doc("epoch: save the full state each epoch, resumable; end: save the final params only",
-                      choices=CHECKPOINT_POLICIES),
+        metadata=_doc(
+            "epoch: save the full state each epoch, resumable; end: save the final params only",
+            choices=CHECKPOINT_POLICIES,
+        ),
     )
-    devices: int | None = field(default=None, metadata=_doc("data-parallel over the first N devices; unset: all"))
+    devices: int | None = field(
+        default=None, metadata=_doc("data-parallel over the first N devices; unset: all")
+    )
     quiet: bool = field(default=False, metadata=_doc("no progress bar or per-epoch lines"))
 
 
 @dataclass(frozen=True)
 class CVOptions:
     folds: int = field(default=5, metadata=_doc("number of folds"))
-    shuffle: bool = field(default=False, metadata=_doc("shuffle before folding (sklearn KFold's default: no)"))
+    shuffle: bool = field(
+        default=False, metadata=_doc("shuffle before folding (sklearn KFold's default: no)")
+    )
 
 
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name != "name")  # name: `model`
+MODEL_FIELDS = tuple(
+    f.name for f in dataclasses.fields(ModelConfig) if f.name != "name"
+)  # name: `model`
 
 
 def model_config(name: str, **overrides: Any) -> ModelConfig:
     """The named model's defaults, with non-None overrides applied."""
     if name not in MODEL_DEFAULTS:
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_DEFAULTS))}")
+        raise ConfigError(
+            f"unknown model {name!r}; choose one of: {', '.join(sorted(MODEL_DEFAULTS))}"
+        )
     values = {**MODEL_DEFAULTS[name], **{k: v for k, v in overrides.items() if v is not None}}
     if "filters" in values:
         values["filters"] = tuple(values["filters"])
@@ -173,7 +212,11 @@ def preset(name: str | None, **overrides: Any) -> TrainConfig:
     values.update(overrides)
     model = values.pop("model", None)
     if model is None:
-        raise ConfigError("a model is needed (--model " + ", ".join(MODEL_DEFAULTS) + ") unless a preset names one")
+        raise ConfigError(
+            "a model is needed (--model "
+            + ", ".join(MODEL_DEFAULTS)
+            + ") unless a preset names one"
+        )
     model_fields = {k: values.pop(k) for k in MODEL_FIELDS if k in values}
     return TrainConfig(model=model_config(model, **model_fields), **values)
 
@@ -182,13 +225,20 @@ def validate(config: TrainConfig) -> TrainConfig:
     """Reject values that would only fail later, deep inside jit, with a clear one-line error."""
     m = config.model
     checks = [
-        (m.name in MODEL_DEFAULTS, f"unknown model {m.name!r}; choose one of: {', '.join(sorted(MODEL_DEFAULTS))}"),
+        (
+            m.name in MODEL_DEFAULTS,
+            f"unknown model {m.name!r}; choose one of: {', '.join(sorted(MODEL_DEFAULTS))}",
+        ),
         (config.epochs > 0, f"--epochs must be positive, got {config.epochs}"),
         (config.batch_size > 0, f"--batch-size must be positive, got {config.batch_size}"),
-        (config.eval_batch_size > 0, f"--eval-batch-size must be positive, got {config.eval_batch_size}"),
+        (
+            config.eval_batch_size > 0,
+            f"--eval-batch-size must be positive, got {config.eval_batch_size}",
+        ),
         (
             config.optimizer in DEFAULT_LEARNING_RATES,
-            f"unknown optimizer {config.optimizer!r}; choose one of: {', '.join(DEFAULT_LEARNING_RATES)}",
+            f"unknown optimizer {config.optimizer!r}; "
+            f"choose one of: {', '.join(DEFAULT_LEARNING_RATES)}",
         ),
         (
             config.learning_rate is None or config.learning_rate > 0,
@@ -196,18 +246,36 @@ def validate(config: TrainConfig) -> TrainConfig:
         ),
         (0.0 <= m.dropout < 1.0, f"--dropout must be in [0, 1), got {m.dropout}"),
         (config.patience >= 0, f"--patience must be >= 0, got {config.patience}"),
-        (config.monitor in MONITORS, f"--monitor must be one of {', '.join(MONITORS)}, got {config.monitor!r}"),
-        (config.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {config.checkpoint_every}"),
+        (
+            config.monitor in MONITORS,
+            f"--monitor must be one of {', '.join(MONITORS)}, got {config.monitor!r}",
+        ),
+        (
+            config.checkpoint_every >= 0,
+            f"--checkpoint-every must be >= 0, got {config.checkpoint_every}",
+        ),
         (config.skip_nonfinite >= 0, f"--skip-nonfinite must be >= 0, got {config.skip_nonfinite}"),
-        (config.schedule in SCHEDULES, f"unknown schedule {config.schedule!r}; choose constant or cosine"),
+        (
+            config.schedule in SCHEDULES,
+            f"unknown schedule {config.schedule!r}; choose constant or cosine",
+        ),
         (
             m.activation in ACTIVATION_NAMES,
             f"unknown activation {m.activation!r}; choose one of: {', '.join(ACTIVATION_NAMES)}",
         ),
-        (m.hidden > 0 and m.kernel > 0 and m.strides > 0 and m.pool > 0, "--hidden, --kernel, --strides and --pool must be positive"),
-        (bool(m.filters) and min(m.filters) > 0, f"--filters must be positive counts, got {list(m.filters)}"),
+        (
+            m.hidden > 0 and m.kernel > 0 and m.strides > 0 and m.pool > 0,
+            "--hidden, --kernel, --strides and --pool must be positive",
+        ),
+        (
+            bool(m.filters) and min(m.filters) > 0,
+            f"--filters must be positive counts, got {list(m.filters)}",
+        ),
         (m.padding in ("same", "valid"), f"--padding must be same or valid, got {m.padding!r}"),
-        (m.num_classes >= NUM_CLASSES, f"--num-classes must be at least {NUM_CLASSES}, got {m.num_classes}"),
+        (
+            m.num_classes >= NUM_CLASSES,
+            f"--num-classes must be at least {NUM_CLASSES}, got {m.num_classes}",
+        ),
     ]
     for ok, message in checks:
         if not ok:

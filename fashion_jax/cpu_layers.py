@@ -7,7 +7,8 @@ tested against the stock layer it replaces (same outputs and gradients, same ini
   (select-and-scatter of reduce_window) dominated the chapter CNN's step.
 - `SingleChannelConv`: `nn.Conv` for one input channel (the images) as k*k shifted multiply-adds.
   XLA's convolution with one input channel ran far below the machine's rate.
-- `TransposedDense`: `nn.Dense` with its kernel stored (features, inputs). The optimizer's loops over
+- `TransposedDense`: `nn.Dense` with its kernel stored (features, inputs). The optimizer's loops
+over
   a (784, 10) array ran several times slower than over (10, 784).
 
 Checkpoint layout. Only `TransposedDense` changes it: its `kernel` is the transpose of `nn.Dense`'s
@@ -19,7 +20,7 @@ keeps `nn.Conv`'s (kh, kw, in, out) kernel, which is also Keras's Conv2D layout.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -56,7 +57,9 @@ def _window_max_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax
     windows, pooled = res
     hit = windows == pooled[:, :, None, :, None, :]
     k = windows.shape[2]
-    ties = functools.reduce(jnp.add, [hit[:, :, i, :, j, :].astype(g.dtype) for i in range(k) for j in range(k)])
+    ties = functools.reduce(
+        jnp.add, [hit[:, :, i, :, j, :].astype(g.dtype) for i in range(k) for j in range(k)]
+    )
     return (jnp.where(hit, (g / ties)[:, :, None, :, None, :], 0.0),)
 
 
@@ -72,13 +75,17 @@ class TransposedDense(nn.Module):
     layout measured the same, so they keep nn.Dense. A seed gives the same initial values as
     nn.Dense: flax's initializer draws the (inputs, features) kernel, which is then transposed.
     """
+
     features: int
     kernel_init: Callable = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", lambda key, shape: self.kernel_init(key, shape[::-1]).T,
-                            (self.features, x.shape[-1]))
+        kernel = self.param(
+            "kernel",
+            lambda key, shape: self.kernel_init(key, shape[::-1]).T,
+            (self.features, x.shape[-1]),
+        )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (1,)), ((), ()))) + bias
 
@@ -90,6 +97,7 @@ class SingleChannelConv(nn.Module):
     CNN's 7.5 ms step. Here the forward is k*k shifted multiply-adds (one elementwise loop) and the
     backward the plain convolution's: the step measured ~5% faster.
     """
+
     features: int
     kernel_size: int
     strides: int = 1
@@ -100,20 +108,28 @@ class SingleChannelConv(nn.Module):
         k = self.kernel_size
         kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, 1, self.features))
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        pads = tuple(jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (self.strides,) * 2, self.padding))
+        pads = tuple(
+            jax.lax.padtype_to_pads(x.shape[1:3], (k, k), (self.strides,) * 2, self.padding)
+        )
         return _single_channel_conv(x, kernel, self.strides, pads) + bias
 
 
 def _taps(x: jax.Array, k: int, stride: int, pads: tuple) -> list[jax.Array]:
-    """The k*k shifted (and strided) views of (B, H, W, 1) that one output position sees, each (B, H', W')."""
+    """The k*k shifted (and strided) views of (B, H, W, 1) that one output position sees, each (B,
+    H', W')."""
     xp = jnp.pad(x[..., 0], ((0, 0), *pads))
     ho, wo = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
-    return [xp[:, i: i + stride * (ho - 1) + 1: stride, j: j + stride * (wo - 1) + 1: stride]
-            for i in range(k) for j in range(k)]
+    return [
+        xp[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride]
+        for i in range(k)
+        for j in range(k)
+    ]
 
 
 def _lax_conv(x: jax.Array, kernel: jax.Array, stride: int, pads: tuple) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), pads, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -128,7 +144,8 @@ def _single_channel_conv_fwd(x, kernel, stride, pads):
 
 
 def _single_channel_conv_bwd(stride, pads, res, g):
-    # The plain convolution's gradients (a stacked-taps dot for the kernel measured the same); inside
+    # The plain convolution's gradients (a stacked-taps dot for the kernel measured the same);
+    # inside
     # a train step nothing uses the image's, and XLA drops it.
     x, kernel = res
     return jax.vjp(lambda x, kernel: _lax_conv(x, kernel, stride, pads), x, kernel)[1](g)

@@ -1,4 +1,5 @@
-"""`cross_validate(config, images, labels, folds)`: k-fold cross-validation, all folds in one program.
+"""`cross_validate(config, images, labels, folds)`: k-fold cross-validation, all folds in one
+program.
 
 The k fold models are stacked on a leading fold axis and trained together by `jax.vmap` of the
 one pure train step (steps.train_step_fn), so a CV costs one compile and one dispatch per batch,
@@ -8,19 +9,22 @@ the order batching.epoch_order gives for its own size, with the same init and dr
 Cost note: dense models gain (one dispatch per batch for all folds); on XLA:CPU a vmapped conv with
 per-fold kernels becomes a grouped convolution, measured ~4x slower than k separate CNN steps.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from fashion_jax import config as config_lib
@@ -68,7 +72,8 @@ def _pad_rows(index_lists: list[np.ndarray], length: int) -> np.ndarray:
 
 
 def _shardings(folds: int) -> tuple[NamedSharding | None, NamedSharding | None]:
-    """(fold-axis, replicated) shardings when there is a device per fold; (None, None): default device."""
+    """(fold-axis, replicated) shardings when there is a device per fold; (None, None): default
+    device."""
     devices = jax.devices()
     if folds < 2 or len(devices) < folds:
         return None, None
@@ -124,25 +129,50 @@ class _Folds:
         return jax.device_put(jax.tree.map(lambda *xs: np.stack(xs), *per_fold), self.by_fold)
 
 
-def _prepare(config: TrainConfig, images: np.ndarray, labels: np.ndarray, folds: int, shuffle: bool,
-             seed: int) -> _Folds:
+def _prepare(
+    config: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    folds: int,
+    shuffle: bool,
+    seed: int,
+) -> _Folds:
     splits = kfold_indices(len(labels), folds, seed=seed, shuffle=shuffle)
     n_train, n_held = [len(tr) for tr, _ in splits], [len(va) for _, va in splits]
     eb = min(config.eval_batch_size, max(n_held))  # no eval of pure padding
-    steps_per_epoch = -(-max(n_train) // config.batch_size)  # a smaller fold idles through its extra step
+    steps_per_epoch = -(
+        -max(n_train) // config.batch_size
+    )  # a smaller fold idles through its extra step
     held_len = -(-max(n_held) // eb) * eb
     by_fold, replicated = _shardings(folds)
-    return _Folds(splits=splits, n_train=n_train, n_held=n_held, eval_batch=eb, steps_per_epoch=steps_per_epoch,
-                  order_len=steps_per_epoch * config.batch_size, held_len=held_len, by_fold=by_fold,
-                  images=jax.device_put(np.asarray(images), replicated),
-                  labels=jax.device_put(np.asarray(labels, np.int32), replicated),
-                  held=jax.device_put(_pad_rows([va for _, va in splits], held_len), by_fold),
-                  n_held_d=jax.device_put(np.asarray(n_held, np.int32), by_fold))
+    return _Folds(
+        splits=splits,
+        n_train=n_train,
+        n_held=n_held,
+        eval_batch=eb,
+        steps_per_epoch=steps_per_epoch,
+        order_len=steps_per_epoch * config.batch_size,
+        held_len=held_len,
+        by_fold=by_fold,
+        images=jax.device_put(np.asarray(images), replicated),
+        labels=jax.device_put(np.asarray(labels, np.int32), replicated),
+        held=jax.device_put(_pad_rows([va for _, va in splits], held_len), by_fold),
+        n_held_d=jax.device_put(np.asarray(n_held, np.int32), by_fold),
+    )
 
 
-def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, folds: int = 5, *,
-                   shuffle: bool = False, seed: int = 0, progress: bool = False) -> CVResult:
-    """Train `config.model` on each split of sklearn's KFold(folds, shuffle=shuffle, random_state=seed)
+def cross_validate(
+    config: TrainConfig,
+    images: np.ndarray,
+    labels: np.ndarray,
+    folds: int = 5,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+) -> CVResult:
+    """Train `config.model` on each split of sklearn's KFold(folds, shuffle=shuffle,
+    random_state=seed)
     and score it on that fold's held-out rows. Every fold starts from the same config.seed init."""
     t_start = time.perf_counter()
     config = config_lib.validate(config)
@@ -155,73 +185,129 @@ def cross_validate(config: TrainConfig, images: np.ndarray, labels: np.ndarray, 
     # last, compiles while the folds train.
     with ThreadPoolExecutor(max_workers=4) as pool, contextlib.ExitStack() as stack:
         later = {n: stack.enter_context(EpochOrders(n, config.seed, config.epochs)) for n in sizes}
-        state, sums, perms, train_step, eval_shape = _compile_training(pool, f, model, tx, config, sizes)
-        compile_seconds = time.perf_counter() - t_compile  # the wait before training (eval's compile is hidden)
-        # submitted only now: on 2 cores, compiling it alongside the programs needed first delayed them
-        eval_c = pool.submit(lambda: jax.jit(_fold_eval(model, f.eval_batch)).lower(
-            eval_shape, f.held, f.n_held_d, jnp.int32(0), f.images, f.labels).compile())
+        state, sums, perms, train_step, eval_shape = _compile_training(
+            pool, f, model, tx, config, sizes
+        )
+        compile_seconds = (
+            time.perf_counter() - t_compile
+        )  # the wait before training (eval's compile is hidden)
+        # submitted only now: on 2 cores, compiling it alongside the programs needed first delayed
+        # them
+        eval_c = pool.submit(
+            lambda: (
+                jax.jit(_fold_eval(model, f.eval_batch))
+                .lower(eval_shape, f.held, f.n_held_d, jnp.int32(0), f.images, f.labels)
+                .compile()
+            )
+        )
         for orders in later.values():
-            orders.prefetch(1)  # epoch 0's orders came with the init; epoch 1's are drawn while it trains
+            orders.prefetch(
+                1
+            )  # epoch 0's orders came with the init; epoch 1's are drawn while it trains
         for epoch in range(config.epochs):
             if epoch:  # each get() starts drawing the next epoch's
                 perms = {n: orders.get(epoch) for n, orders in later.items()}
-            state, sums = _train_epoch(f, train_step, state, sums, perms, epoch, config.epochs, progress)
+            state, sums = _train_epoch(
+                f, train_step, state, sums, perms, epoch, config.epochs, progress
+            )
         train_seconds = time.perf_counter() - t_compile - compile_seconds
         eval_step = eval_c.result()
-    return _score(f, eval_step, state.params, seconds=time.perf_counter() - t_start,
-                  compile_seconds=compile_seconds, train_seconds=train_seconds)
+    return _score(
+        f,
+        eval_step,
+        state.params,
+        seconds=time.perf_counter() - t_start,
+        compile_seconds=compile_seconds,
+        train_seconds=train_seconds,
+    )
 
 
-def _compile_training(pool: ThreadPoolExecutor, f: _Folds, model: Any, tx: Any, config: TrainConfig,
-                      sizes: list[int]) -> tuple[Any, steps.EpochSums, dict, Any, Any]:
+def _compile_training(
+    pool: ThreadPoolExecutor, f: _Folds, model: Any, tx: Any, config: TrainConfig, sizes: list[int]
+) -> tuple[Any, steps.EpochSums, dict, Any, Any]:
     """The stacked initial states, first sums, epoch-0 orders, the compiled fold step, and the
     abstract params the eval program is lowered for."""
     folds = len(f.splits)
     # Every fold gets the same seed (sklearn's fixed random_state); vmapping gives the fold axis.
     seeds = np.full((folds,), config.seed, np.int32)
     init = jax.vmap(lambda s: steps.create_train_state(init_fn(model)(s), tx))
-    state_shape = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=f.by_fold),
-                               jax.eval_shape(init, seeds))
+    state_shape = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=f.by_fold),
+        jax.eval_shape(init, seeds),
+    )
     sums = f.fresh_sums()
     order_shape = jax.ShapeDtypeStruct((folds, f.order_len), jnp.int32, sharding=f.by_fold)
 
     def init_and_first_orders(seeds, seed):
-        # One program: compiled apart, the epoch-0 permutation cost ~0.1-0.2 s more CPU (fixed costs,
-        # and tracing the random bits twice). Same integer bits as batching.epoch_order's own program.
+        # One program: compiled apart, the epoch-0 permutation cost ~0.1-0.2 s more CPU (fixed
+        # costs,
+        # and tracing the random bits twice). Same integer bits as batching.epoch_order's own
+        # program.
         return init(seeds), [permutation_fn(n)(seed, jnp.int32(0)) for n in sizes]
 
     init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
-    step_c = pool.submit(lambda: jax.jit(_fold_step(model, tx, config.seed, config.batch_size),
-                                         donate_argnums=(0, 1)).lower(
-        state_shape, sums, order_shape, f.images, f.labels).compile())
+    step_c = pool.submit(
+        lambda: (
+            jax.jit(_fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1))
+            .lower(state_shape, sums, order_shape, f.images, f.labels)
+            .compile()
+        )
+    )
     state, first = init_c.result()(seeds, np.int32(config.seed))
     state, perms = jax.device_put(state, f.by_fold), dict(zip(sizes, jax.device_get(first)))
     return state, sums, perms, step_c.result(), state_shape.params
 
 
-def _train_epoch(f: _Folds, train_step: Any, state: Any, sums: steps.EpochSums, perms: dict, epoch: int,
-                 epochs: int, progress: bool) -> tuple[Any, steps.EpochSums]:
+def _train_epoch(
+    f: _Folds,
+    train_step: Any,
+    state: Any,
+    sums: steps.EpochSums,
+    perms: dict,
+    epoch: int,
+    epochs: int,
+    progress: bool,
+) -> tuple[Any, steps.EpochSums]:
     # Each fold's own permutation for its own size, as a lone fit of that fold would draw it.
-    order = jax.device_put(_pad_rows([tr[perms[len(tr)]] for tr, _ in f.splits], f.order_len), f.by_fold)
-    for _ in tqdm(range(f.steps_per_epoch), desc=f"cv epoch {epoch + 1}/{epochs}",
-                  disable=not progress, leave=False, mininterval=0.5):
+    order = jax.device_put(
+        _pad_rows([tr[perms[len(tr)]] for tr, _ in f.splits], f.order_len), f.by_fold
+    )
+    for _ in tqdm(
+        range(f.steps_per_epoch),
+        desc=f"cv epoch {epoch + 1}/{epochs}",
+        disable=not progress,
+        leave=False,
+        mininterval=0.5,
+    ):
         state, sums = train_step(state, sums, order, f.images, f.labels)
     bad = np.asarray(sums.first_bad_step)
     if (bad >= 0).any():
         i = int(np.flatnonzero(bad >= 0)[0])
-        raise NonFiniteCVError(f"non-finite loss in fold {i + 1}, epoch {epoch + 1}, "
-                               f"step {int(bad[i]) + 1}; lower the learning rate")
+        raise NonFiniteCVError(
+            f"non-finite loss in fold {i + 1}, epoch {epoch + 1}, "
+            f"step {int(bad[i]) + 1}; lower the learning rate"
+        )
     return state, f.fresh_sums()
 
 
 def _score(f: _Folds, eval_step: Any, params: Any, **timings: float) -> CVResult:
     """Each fold's loss and accuracy on its held-out rows."""
-    sums = jax.device_get([eval_step(params, f.held, f.n_held_d, jnp.int32(s), f.images, f.labels)
-                           for s in range(0, f.held_len, f.eval_batch)])
+    sums = jax.device_get(
+        [
+            eval_step(params, f.held, f.n_held_d, jnp.int32(s), f.images, f.labels)
+            for s in range(0, f.held_len, f.eval_batch)
+        ]
+    )
     loss_sum = np.sum([np.asarray(ls, np.float64) for ls, _ in sums], axis=0)
     correct = np.sum([np.asarray(c, np.int64) for _, c in sums], axis=0)
     accuracies = [int(c) / n for c, n in zip(correct, f.n_held)]
-    return CVResult(folds=len(f.splits), fold_accuracies=accuracies,
-                    fold_losses=[float(s) / n for s, n in zip(loss_sum, f.n_held)],
-                    mean_accuracy=float(np.mean(accuracies)), std_accuracy=float(np.std(accuracies)),
-                    fold_sizes=f.n_held, params=params, **timings)
+    return CVResult(
+        folds=len(f.splits),
+        fold_accuracies=accuracies,
+        fold_losses=[float(s) / n for s, n in zip(loss_sum, f.n_held)],
+        mean_accuracy=float(np.mean(accuracies)),
+        std_accuracy=float(np.std(accuracies)),
+        fold_sizes=f.n_held,
+        params=params,
+        **timings,
+    )

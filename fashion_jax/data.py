@@ -28,7 +28,8 @@ ENV_VAR = "FASHION_JAX_DATA"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 TFDS_NAME = "fashion_mnist"
 HOW_TO_GET = (
-    "no Fashion-MNIST data found; get it with `apt-get update && apt-get install -y dataset-fashion-mnist` "
+    "no Fashion-MNIST data found; get it with "
+    "`apt-get update && apt-get install -y dataset-fashion-mnist` "
     f"(files in {SYSTEM_DIR}), or prepare the TFDS dataset `{TFDS_NAME}` online, "
     f"or point --data-dir / ${ENV_VAR} at a folder holding the four IDX files (gzipped or not)"
 )
@@ -39,7 +40,8 @@ def tfds_dir() -> Path:
 
 
 def resolve_source(data_dir: str | os.PathLike | None = None) -> tuple[str, Path | None]:
-    """Return (kind, folder): kind is 'data_dir', 'env', 'system' or 'tfds' (folder = TFDS data dir).
+    """Return (kind, folder): kind is 'data_dir', 'env', 'system' or 'tfds' (folder = TFDS data
+    dir).
 
     An explicit data_dir or $FASHION_JAX_DATA that is not a folder is an error, not a reason to
     silently read some other copy of the data.
@@ -58,7 +60,9 @@ def resolve_source(data_dir: str | os.PathLike | None = None) -> tuple[str, Path
 def _require_dir(folder: str | os.PathLike, origin: str) -> Path:
     path = Path(folder).expanduser()
     if not path.is_dir():
-        raise DataError(path, f"not a folder (given as {origin}); it must hold the four Fashion-MNIST IDX files")
+        raise DataError(
+            path, f"not a folder (given as {origin}); it must hold the four Fashion-MNIST IDX files"
+        )
     return path
 
 
@@ -71,7 +75,8 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 
 def _tfds_usable(root: Path) -> bool:
-    # Importing TFDS is slow and data_source can fail without TensorFlow (tensorflow/datasets#11058),
+    # Importing TFDS is slow and data_source can fail without TensorFlow
+    # (tensorflow/datasets#11058),
     # so look for the prepared folder first and treat any failure as "not available".
     if not (root / TFDS_NAME).is_dir():
         return False
@@ -88,14 +93,17 @@ def _tfds_source(root: Path):
     return tfds.data_source(TFDS_NAME, data_dir=str(root), download=False)
 
 
-def load_split(split: str, data_dir: str | os.PathLike | None = None, *,
-               verify: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    split: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Images uint8 (N, 28, 28) and labels uint8 (N,) of 'train' or 'test'."""
     kind, folder = resolve_source(data_dir)
     return _load_from(kind, folder, split, verify)
 
 
-def _load_from(kind: str, folder: Path | None, split: str, verify: bool) -> tuple[np.ndarray, np.ndarray]:
+def _load_from(
+    kind: str, folder: Path | None, split: str, verify: bool
+) -> tuple[np.ndarray, np.ndarray]:
     if split not in FILES:
         raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
     if kind == "tfds":
@@ -105,7 +113,10 @@ def _load_from(kind: str, folder: Path | None, split: str, verify: bool) -> tupl
     labels = load_idx(labels_path, expect_magic=LABELS_MAGIC)
     check_pair(images.array, labels.array, images_path, labels_path)
     if verify:
-        for path, name, idx in ((images_path, FILES[split][0], images), (labels_path, FILES[split][1], labels)):
+        for path, name, idx in (
+            (images_path, FILES[split][0], images),
+            (labels_path, FILES[split][1], labels),
+        ):
             _verify(path, name, idx.nbytes, idx.sha256)
     return images.array, labels.array
 
@@ -113,30 +124,43 @@ def _load_from(kind: str, folder: Path | None, split: str, verify: bool) -> tupl
 def _require_file(folder: Path, name: str) -> Path:
     found = find_file(folder, name)
     if found is None:
-        raise DataError(folder / name, f"missing file (neither {name} nor {name}.gz is in {folder})")
+        raise DataError(
+            folder / name, f"missing file (neither {name} nor {name}.gz is in {folder})"
+        )
     return found
 
 
-def check_pair(images: np.ndarray, labels: np.ndarray, images_name: object, labels_name: object) -> None:
+def check_pair(
+    images: np.ndarray, labels: np.ndarray, images_name: object, labels_name: object
+) -> None:
     """Raise DataError unless images are (N, 28, 28) uint8 and labels are N values in 0..9."""
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
         raise DataError(images_name, f"images have shape {images.shape}, expected (N, 28, 28)")
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise DataError(images_name, f"expected uint8 images and labels, got {images.dtype} and {labels.dtype}")
+        raise DataError(
+            images_name, f"expected uint8 images and labels, got {images.dtype} and {labels.dtype}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
-        raise DataError(images_name, f"has {len(images)} images but {labels_name} has {labels.size} labels")
+        raise DataError(
+            images_name, f"has {len(images)} images but {labels_name} has {labels.size} labels"
+        )
     bad = np.flatnonzero(labels >= NUM_CLASSES)
     if bad.size:
         i = int(bad[0])
-        raise DataError(labels_name, f"label {labels[i]} out of range 0..{NUM_CLASSES - 1} at index {i}")
+        raise DataError(
+            labels_name, f"label {labels[i]} out of range 0..{NUM_CLASSES - 1} at index {i}"
+        )
 
 
 def _verify(path: Path, name: str, nbytes: int, sha256: str) -> None:
     want_bytes, want_sha = OFFICIAL_SHA256[name]
     if sha256 != want_sha:
-        raise DataError(path, f"checksum mismatch: decompressed {nbytes} bytes have SHA-256 {sha256}, the official "
-                        f"{name} has {want_bytes} bytes and {want_sha}; "
-                        "pass verify=False / --no-verify for custom IDX data")
+        raise DataError(
+            path,
+            f"checksum mismatch: decompressed {nbytes} bytes have SHA-256 {sha256}, the official "
+            f"{name} has {want_bytes} bytes and {want_sha}; "
+            "pass verify=False / --no-verify for custom IDX data",
+        )
 
 
 def _load_tfds(root: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +168,9 @@ def _load_tfds(root: Path | None, split: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         source = _tfds_source(root)[split]
         examples = [source[i] for i in range(len(source))]
-        images = np.stack([np.asarray(ex["image"], dtype=np.uint8).reshape(IMAGE_SHAPE) for ex in examples])
+        images = np.stack(
+            [np.asarray(ex["image"], dtype=np.uint8).reshape(IMAGE_SHAPE) for ex in examples]
+        )
         labels = np.asarray([ex["label"] for ex in examples]).astype(np.uint8)
     except Exception as e:  # TFDS failures come in many types; the caller needs one
         raise DataError(where, f"cannot read TFDS dataset ({type(e).__name__}: {e})") from None
@@ -184,14 +210,23 @@ def check_dataset(ds: FashionMNIST) -> None:
             raise DataError(f"{name} labels", f"expected {x.shape[0]} labels, got shape {y.shape}")
         if y.size and (y.min() < 0 or y.max() >= NUM_CLASSES):
             bad = int(np.flatnonzero((y < 0) | (y >= NUM_CLASSES))[0])
-            raise DataError(f"{name} labels", f"label {int(y[bad])} out of range 0..9 at index {bad}")
+            raise DataError(
+                f"{name} labels", f"label {int(y[bad])} out of range 0..9 at index {bad}"
+            )
     for name, x, _ in parts[:2]:
         if len(x) == 0:
             raise DataError(f"{name} split", "is empty")
 
 
-def load_dataset(data_dir: str | os.PathLike | None = None, *, verify: bool = True, val_fraction: float = 0.2,
-                 seed: int = 42, stratify: bool = False, subset: int | None = None) -> FashionMNIST:
+def load_dataset(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    verify: bool = True,
+    val_fraction: float = 0.2,
+    seed: int = 42,
+    stratify: bool = False,
+    subset: int | None = None,
+) -> FashionMNIST:
     """Train/val split of the 60,000 training images (48,000/12,000 by default), test set apart.
 
     subset=N keeps the first N rows of the training part, after the split, so val is unchanged.
@@ -203,7 +238,9 @@ def load_dataset(data_dir: str | os.PathLike | None = None, *, verify: bool = Tr
     test_x, test_y = _load_from(kind, folder, "test", verify)
     train_idx, val_idx = split_indices(len(y), val_fraction, seed, labels=y if stratify else None)
     train_idx = train_idx[:subset]
-    return FashionMNIST(x[train_idx], y[train_idx], x[val_idx], y[val_idx], test_x, test_y, f"{kind}:{folder}")
+    return FashionMNIST(
+        x[train_idx], y[train_idx], x[val_idx], y[val_idx], test_x, test_y, f"{kind}:{folder}"
+    )
 
 
 def describe(ds: FashionMNIST) -> dict:

@@ -4,16 +4,19 @@ The train step does not change: XLA partitions the same jitted program once the 
 `data`-axis sharding and everything else is replicated; the gradient all-reduce follows from that.
 Across hosts, `jax.distributed.initialize` joins the processes into one set of global devices and
 every process runs the same program; each device gathers only its slice of the global batch.
-On CPU the cross-process collectives are Gloo over TCP (JAX's default, `jax_cpu_collectives_implementation`).
+On CPU the cross-process collectives are Gloo over TCP (JAX's default,
+`jax_cpu_collectives_implementation`).
 
 Multi-process rules the fit loop follows: every process loads the same data and derives the same
-order from the seed (on its own CPU device: `jax.local_devices(backend="cpu")`, never `jax.devices()`,
-whose first device belongs to process 0); every process calls the Orbax saves (each writes its
-shards, process 0 the metadata); only process 0 (`is_leader`) writes config.json, history, plots
-and result.json; the workdir is shared (the same path on every host, on a shared filesystem);
-`barrier` orders the leader's writes against the other processes' reads of the workdir, and
-`any_process` turns a local decision (a signal) into one that all processes take at the same step.
+order from the seed (on its own CPU device: `jax.local_devices(backend="cpu")`, never
+`jax.devices()`, whose first device belongs to process 0); every process calls the Orbax saves (each
+writes its shards, process 0 the metadata); only process 0 (`is_leader`) writes config.json,
+history, plots and result.json; the workdir is shared (the same path on every host, on a shared
+filesystem); `barrier` orders the leader's writes against the other processes' reads of the workdir,
+and `any_process` turns a local decision (a signal) into one that all processes take at the same
+step.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,16 +26,27 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from fashion_jax.config import ConfigError
 
-ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
-ENV_INIT_TIMEOUT = "FASHION_JAX_INIT_TIMEOUT"  # seconds to wait for every process to join (default 300)
+ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
+    "JAX_COORDINATOR_ADDRESS",
+    "JAX_NUM_PROCESSES",
+    "JAX_PROCESS_ID",
+)
+ENV_INIT_TIMEOUT = (
+    "FASHION_JAX_INIT_TIMEOUT"  # seconds to wait for every process to join (default 300)
+)
 
 
-def initialize(coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, timeout_s: int | None = None) -> bool:
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    timeout_s: int | None = None,
+) -> bool:
     """Join a multi-host run when flags or the standard JAX_* variables ask for one; True if joined.
 
     Flags win over the variables. Must run before anything touches a JAX device. A process that
@@ -42,30 +56,48 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
     if not coordinator:
         if num_processes is not None or process_id is not None:
-            raise ConfigError("--num-processes and --process-id need --coordinator HOST:PORT "
-                              f"(or ${ENV_COORDINATOR})")
+            raise ConfigError(
+                "--num-processes and --process-id need --coordinator HOST:PORT "
+                f"(or ${ENV_COORDINATOR})"
+            )
         return False
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"--coordinator must be HOST:PORT (the address of process 0), got {coordinator!r}")
+        raise ConfigError(
+            f"--coordinator must be HOST:PORT (the address of process 0), got {coordinator!r}"
+        )
     num_processes = num_processes if num_processes is not None else _env_int(ENV_NUM_PROCESSES, 0)
     process_id = process_id if process_id is not None else _env_int(ENV_PROCESS_ID, -1)
     if num_processes < 1 or not 0 <= process_id < num_processes:
-        raise ConfigError(f"multi-host needs --num-processes >= 1 and 0 <= --process-id < it; "
-                          f"got {num_processes} and {process_id}")
+        raise ConfigError(
+            f"multi-host needs --num-processes >= 1 and 0 <= --process-id < it; "
+            f"got {num_processes} and {process_id}"
+        )
     if jax.distributed.is_initialized():
         if (jax.process_count(), jax.process_index()) != (num_processes, process_id):
-            raise ConfigError(f"jax.distributed is already initialized as process {jax.process_index()} "
-                              f"of {jax.process_count()}")
+            raise ConfigError(
+                f"jax.distributed is already initialized as process {jax.process_index()} "
+                f"of {jax.process_count()}"
+            )
         return True
     timeout_s = timeout_s if timeout_s is not None else _env_int(ENV_INIT_TIMEOUT, 300)
     try:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, initialization_timeout=timeout_s)
-    except RuntimeError as err:  # e.g. JAX's backends already started (an unreachable coordinator aborts)
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else err.__class__.__name__
-        raise ConfigError(f"cannot join the {num_processes}-process run at {coordinator} as process "
-                          f"{process_id}: {first}") from None
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout_s,
+        )
+    except (
+        RuntimeError
+    ) as err:  # e.g. JAX's backends already started (an unreachable coordinator aborts)
+        first = (
+            str(err).strip().splitlines()[0][:300] if str(err).strip() else err.__class__.__name__
+        )
+        raise ConfigError(
+            f"cannot join the {num_processes}-process run at {coordinator} as process "
+            f"{process_id}: {first}"
+        ) from None
     return True
 
 
@@ -101,11 +133,14 @@ def any_process(flag: bool) -> bool:
 
 
 def to_host(tree: Any) -> Any:
-    """NumPy copies of a tree of arrays that may span other processes' devices (replicated or sharded)."""
+    """NumPy copies of a tree of arrays that may span other processes' devices (replicated or
+    sharded)."""
+
     def get(x):
         if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
             return np.asarray(jax.device_get(x))
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
     return jax.tree.map(get, tree)
 
 
@@ -117,6 +152,7 @@ def is_leader() -> bool:
 @dataclass(frozen=True)
 class Placement:
     """Where arrays live: one device (mesh None) or replicated state and a data-sharded batch."""
+
     mesh: Mesh | None = None
 
     @property
@@ -151,13 +187,19 @@ def placement(devices: int | None, batch_size: int) -> Placement:
     available = jax.devices()
     count = len(available) if devices is None else devices
     if count < 1 or count > len(available):
-        raise ConfigError(f"--devices must be between 1 and {len(available)} (the devices JAX found), got {count}")
+        raise ConfigError(
+            f"--devices must be between 1 and {len(available)} (the devices JAX found), got {count}"
+        )
     if jax.process_count() > 1 and count != len(available):
-        raise ConfigError(f"--devices {count}: a {jax.process_count()}-process run uses all {len(available)} "
-                          f"devices of all processes; leave --devices out")
+        raise ConfigError(
+            f"--devices {count}: a {jax.process_count()}-process run uses all {len(available)} "
+            f"devices of all processes; leave --devices out"
+        )
     if count == 1:
         return Placement()
     if batch_size % count:
-        raise ConfigError(f"--batch-size {batch_size} must divide by the device count {count} "
-                          f"(try {batch_size - batch_size % count or count})")
+        raise ConfigError(
+            f"--batch-size {batch_size} must divide by the device count {count} "
+            f"(try {batch_size - batch_size % count or count})"
+        )
     return Placement(Mesh(np.array(available[:count]), ("data",)))

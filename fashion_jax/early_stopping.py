@@ -5,12 +5,14 @@ It follows Keras's EarlyStopping: an epoch improves when it beats the best by mo
 ignores warm-up epochs, and a NaN metric never improves. The state is plain data, so it rides
 inside the checkpoint and a resumed run makes the same decisions as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class StopState:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "StopState":
+    def from_dict(cls, raw: Mapping[str, Any]) -> StopState:
         return cls(**raw)
 
 

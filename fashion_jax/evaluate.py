@@ -8,8 +8,9 @@ Batches have one fixed shape (the last one is masked or trimmed), so each progra
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -24,32 +25,45 @@ from fashion_jax.models import pixels_to_inputs
 DEFAULT_BATCH = TrainConfig.eval_batch_size  # for callers without a config
 
 
-def forward(model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None) -> jax.Array:
+def forward(
+    model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None
+) -> jax.Array:
     """Logits of uint8 images (B, 28, 28)."""
     return model.apply({"params": params}, pixels_to_inputs(images), train=train, rngs=rngs)
 
 
-def gather_batch(images: jax.Array, labels: jax.Array, idx: jax.Array) -> tuple[jax.Array, jax.Array]:
+def gather_batch(
+    images: jax.Array, labels: jax.Array, idx: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """The uint8 images and labels at `idx`, gathered on the device (the dataset lives there)."""
     return images[idx], labels[idx]
 
 
-def masked_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def masked_sums(
+    logits: jax.Array, labels: jax.Array, mask: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """(sum of cross-entropy, number correct) over the unmasked rows."""
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = (jnp.argmax(logits, -1) == labels) & mask
     return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct.astype(jnp.int32))
 
 
-def batch_sums(model: nn.Module, params: Any, images: jax.Array, labels: jax.Array, idx: jax.Array,
-               mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+def batch_sums(
+    model: nn.Module,
+    params: Any,
+    images: jax.Array,
+    labels: jax.Array,
+    idx: jax.Array,
+    mask: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
     """(loss sum, correct) of the rows `idx` whose `mask` is set, without dropout."""
     x, y = gather_batch(images, labels, idx)
     return masked_sums(forward(model, params, x), y, mask)
 
 
 def make_eval_step(model: nn.Module, batch_size: int) -> EvalStep:
-    """`eval_step(params, images, labels, start) -> (loss_sum, correct)` over rows start..start+batch_size."""
+    """`eval_step(params, images, labels, start) -> (loss_sum, correct)` over rows
+    start..start+batch_size."""
 
     def eval_step(params, images, labels, start):
         rows = start + jnp.arange(batch_size)
@@ -76,20 +90,28 @@ class EvalStep:
         return self.compiled(params, images, labels)(params, images, labels, np.int32(start))
 
 
-def evaluate(eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array,
-             batch_size: int) -> dict[str, float]:
+def evaluate(
+    eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array, batch_size: int
+) -> dict[str, float]:
     """Loss and accuracy over a whole device-resident split, one host sync at the end."""
     n = int(images.shape[0])
     if n == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
-    sums = jax.device_get([eval_step(params, images, labels, start) for start in range(0, n, batch_size)])
+    sums = jax.device_get(
+        [eval_step(params, images, labels, start) for start in range(0, n, batch_size)]
+    )
     loss_sum = sum(float(loss) for loss, _ in sums)
     correct = sum(int(c) for _, c in sums)
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
 
 
-def evaluate_arrays(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
-                    batch_size: int = DEFAULT_BATCH) -> dict[str, float]:
+def evaluate_arrays(
+    model: nn.Module,
+    params: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, float]:
     """`evaluate` for host arrays: puts them on the device and builds the eval step."""
     step = make_eval_step(model, batch_size)
     device_labels = jax.device_put(np.asarray(labels, np.int32))
@@ -97,12 +119,16 @@ def evaluate_arrays(model: nn.Module, params: Any, images: np.ndarray, labels: n
 
 
 @partial(jax.jit, static_argnames=("model", "batch_size"))
-def _batch_logits(model: nn.Module, params: Any, images: jax.Array, start: jax.Array, batch_size: int) -> jax.Array:
+def _batch_logits(
+    model: nn.Module, params: Any, images: jax.Array, start: jax.Array, batch_size: int
+) -> jax.Array:
     rows = jnp.minimum(start + jnp.arange(batch_size), images.shape[0] - 1)
     return forward(model, params, images[rows])
 
 
-def predict_logits(model: nn.Module, params: Any, images: np.ndarray, batch_size: int = DEFAULT_BATCH) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, params: Any, images: np.ndarray, batch_size: int = DEFAULT_BATCH
+) -> np.ndarray:
     """(N, num_classes) float32 logits of uint8 images (N, 28, 28); the model is static, so equal
     models share one compiled program."""
     n = len(images)
@@ -110,6 +136,10 @@ def predict_logits(model: nn.Module, params: Any, images: np.ndarray, batch_size
         return np.zeros((0, getattr(getattr(model, "cfg", None), "num_classes", 10)), np.float32)
     batch_size = min(batch_size, n)
     device_images = jax.device_put(np.asarray(images))  # once; each batch is gathered on the device
-    out = jax.device_get([_batch_logits(model, params, device_images, np.int32(s), batch_size)
-                          for s in range(0, n, batch_size)])
+    out = jax.device_get(
+        [
+            _batch_logits(model, params, device_images, np.int32(s), batch_size)
+            for s in range(0, n, batch_size)
+        ]
+    )
     return np.concatenate(out)[:n]

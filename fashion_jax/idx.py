@@ -20,14 +20,33 @@ import numpy as np
 # Decompressed size in bytes and SHA-256 of the official Fashion-MNIST files, as published with the
 # dataset (Xiao, Rasul & Vollgraf 2017); the loader refuses anything else unless told not to verify.
 OFFICIAL_SHA256: dict[str, tuple[int, str]] = {
-    "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
-    "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    "t10k-images-idx3-ubyte": (7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
-    "t10k-labels-idx1-ubyte": (10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+    "train-images-idx3-ubyte": (
+        47040016,
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    ),
+    "train-labels-idx1-ubyte": (
+        60008,
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    ),
+    "t10k-images-idx3-ubyte": (
+        7840016,
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        10008,
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    ),
 }
 
 # IDX type code -> big-endian numpy dtype.
-IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+IDX_DTYPES: dict[int, str] = {
+    0x08: "u1",
+    0x09: "i1",
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 
 # A gzip member can expand ~1000x, so a header is only believed up to this many payload bytes
 # unless the caller raises it; the real train images are 47 MB.
@@ -65,18 +84,22 @@ def is_gzip(path: str | os.PathLike) -> bool:
         return f.read(2) == _GZIP_MAGIC
 
 
-def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None, max_bytes: int | None = None) -> np.ndarray:
+def read_idx(
+    path: str | os.PathLike, *, expect_magic: int | None = None, max_bytes: int | None = None
+) -> np.ndarray:
     """Read an IDX file (gzipped or plain, detected by content) into a native-endian array."""
     return load_idx(path, expect_magic=expect_magic, max_bytes=max_bytes).array
 
 
-def load_idx(path: str | os.PathLike, *, expect_magic: int | None = None, max_bytes: int | None = None) -> IdxFile:
+def load_idx(
+    path: str | os.PathLike, *, expect_magic: int | None = None, max_bytes: int | None = None
+) -> IdxFile:
     """Like read_idx, but also return the magic, decompressed size and SHA-256."""
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     try:
         _require_regular_file(path)
         gz = is_gzip(path)
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if gz else open(path, "rb") as f:
             raw_size = None if gz else os.fstat(f.fileno()).st_size
             return _parse(f, path, expect_magic, limit, raw_size)
     except DataError:
@@ -100,7 +123,9 @@ def _parse(f: BinaryIO, path, expect_magic, limit: int, raw_size: int | None) ->
     digest = hashlib.sha256()
     head = _read_exact(f, 4, path, "header", digest)
     if head[0] != 0 or head[1] != 0:
-        raise DataError(path, f"bad magic 0x{head.hex()}: the first two bytes must be zero (not an IDX file?)")
+        raise DataError(
+            path, f"bad magic 0x{head.hex()}: the first two bytes must be zero (not an IDX file?)"
+        )
     magic = int.from_bytes(head, "big")
     if expect_magic is not None and magic != expect_magic:
         raise DataError(path, f"wrong magic 0x{magic:08x}, expected 0x{expect_magic:08x}")
@@ -119,7 +144,10 @@ def _parse(f: BinaryIO, path, expect_magic, limit: int, raw_size: int | None) ->
     # numpy also refuses shapes such as (0, 2**32, 2**32), so bound the product of nonzero dims.
     extent = prod(d for d in dims if d) * dtype.itemsize
     if extent > limit:
-        raise DataError(path, f"header dims {dims} describe up to {extent} data bytes, above the limit of {limit}")
+        raise DataError(
+            path,
+            f"header dims {dims} describe up to {extent} data bytes, above the limit of {limit}",
+        )
     payload = _read_capped(f, declared, digest)
     _check_length(path, dims, declared, len(payload))
     array = np.frombuffer(payload, dtype=dtype).reshape(dims)
@@ -130,9 +158,13 @@ def _parse(f: BinaryIO, path, expect_magic, limit: int, raw_size: int | None) ->
 
 def _check_length(path, dims: tuple[int, ...], declared: int, actual: int) -> None:
     if actual < declared:
-        raise DataError(path, f"truncated: dims {dims} need {declared} data bytes, file has {max(actual, 0)}")
+        raise DataError(
+            path, f"truncated: dims {dims} need {declared} data bytes, file has {max(actual, 0)}"
+        )
     if actual > declared:
-        raise DataError(path, f"trailing bytes: dims {dims} need {declared} data bytes, file has {actual}")
+        raise DataError(
+            path, f"trailing bytes: dims {dims} need {declared} data bytes, file has {actual}"
+        )
 
 
 def _read_exact(f: BinaryIO, n: int, path, what: str, digest) -> bytes:
@@ -144,7 +176,8 @@ def _read_exact(f: BinaryIO, n: int, path, what: str, digest) -> bytes:
 
 
 def _read_capped(f: BinaryIO, declared: int, digest) -> bytearray:
-    """Read at most declared+1 bytes in bounded chunks, so memory follows what the file really holds.
+    """Read at most declared+1 bytes in bounded chunks, so memory follows what the file really
+    holds.
 
     Reading one byte past the declared size detects trailing data, and reaching EOF makes gzip
     verify its CRC, so truncated or corrupt streams surface here.

@@ -1,4 +1,5 @@
-"""Whole models on disk: `save_model` / `load_model` (Keras's save / load_model), by config + params.
+"""Whole models on disk: `save_model` / `load_model` (Keras's save / load_model), by config +
+params.
 
 A model folder (save_model) or a training workdir holds `config.json`, so `load_model` rebuilds
 the architecture from it and restores the params into that model's own shapes.
@@ -30,7 +31,8 @@ def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Pat
 
 
 def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
-    """(config, flax module, params) from a save_model folder or a training workdir (its best params,
+    """(config, flax module, params) from a save_model folder or a training workdir (its best
+    params,
     else the params of its latest full state)."""
     path = Path(path)
     if not path.is_dir():
@@ -47,7 +49,10 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     if (path / "checkpoints").is_dir():
         # The whole state is restored against a template built from config.json (never reshaped to
         # fit), then only its params are kept.
-        target = {"train": create_train_state(like, make_optimizer(config, 1)), "sums": epoch_sums(0)}
+        target = {
+            "train": create_train_state(like, make_optimizer(config, 1)),
+            "sums": epoch_sums(0),
+        }
         restored = ckpt.restore_newest_readonly(path / "checkpoints", "state", target)
         if restored is not None:
             return config, model, restored[0]["train"].params

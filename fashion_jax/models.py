@@ -7,7 +7,7 @@ The CPU-tuned layers come from cpu_layers.py; everything else is stock Flax.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -21,7 +21,10 @@ MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh}
 CONV_LAYERS = (nn.Conv, SingleChannelConv)  # what feature-map plots look for
 # Params stored as the transpose of nn.Dense's (and Keras's) kernel; see cpu_layers.py.
-TRANSPOSED_KERNELS: dict[str, tuple[str, ...]] = {"logreg": ("dense/kernel",), "dense": ("dense/kernel",)}
+TRANSPOSED_KERNELS: dict[str, tuple[str, ...]] = {
+    "logreg": ("dense/kernel",),
+    "dense": ("dense/kernel",),
+}
 
 
 def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -43,13 +46,15 @@ def is_convolutional(model: nn.Module) -> bool:
 
 
 def pixels_to_inputs(images: jax.Array) -> jax.Array:
-    """uint8 pixels 0..255 -> float32 in [0, 1]: the one scaling every train, eval and predict uses."""
+    """uint8 pixels 0..255 -> float32 in [0, 1]: the one scaling every train, eval and predict
+    uses."""
     return images.astype(jnp.float32) / 255.0
 
 
 @register("logreg")
 class SoftmaxRegression(nn.Module):
-    """Multinomial logistic regression on the 784 pixels (the chapter's SGDClassifier, section 4)."""
+    """Multinomial logistic regression on the 784 pixels (the chapter's SGDClassifier, section
+    4)."""
 
     cfg: ModelConfig
 
@@ -80,7 +85,8 @@ class MLP(nn.Module):
 
 @register("cnn")
 class CNN(nn.Module):
-    """Conv(32) -> pool -> Conv(64) -> pool -> Flatten -> Dense(100) -> Dropout(0.4) -> Dense(10)."""
+    """Conv(32) -> pool -> Conv(64) -> pool -> Flatten -> Dense(100) -> Dropout(0.4) ->
+    Dense(10)."""
 
     cfg: ModelConfig
 
@@ -91,10 +97,14 @@ class CNN(nn.Module):
         for i, features in enumerate(cfg.filters):
             padding = cfg.padding.upper()
             if x.shape[-1] == 1:  # the images: see cpu_layers.SingleChannelConv
-                conv = SingleChannelConv(features, cfg.kernel, cfg.strides, padding, name=f"conv{i}")
+                conv = SingleChannelConv(
+                    features, cfg.kernel, cfg.strides, padding, name=f"conv{i}"
+                )
             else:
                 kernel = (cfg.kernel, cfg.kernel)
-                conv = nn.Conv(features, kernel, strides=cfg.strides, padding=padding, name=f"conv{i}")
+                conv = nn.Conv(
+                    features, kernel, strides=cfg.strides, padding=padding, name=f"conv{i}"
+                )
             x = ACTIVATIONS[cfg.activation](conv(x))
             if cfg.pool > 1:
                 x = max_pool(x, cfg.pool)
@@ -107,7 +117,8 @@ class CNN(nn.Module):
 
 @register("cnn_fast")
 class FastCNN(CNN):
-    """The `--preset fast` network: the chapter's CNN shape, tuned defaults (config.MODEL_DEFAULTS)."""
+    """The `--preset fast` network: the chapter's CNN shape, tuned defaults
+    (config.MODEL_DEFAULTS)."""
 
 
 def init_params(model: nn.Module, seed: int) -> dict:
@@ -119,4 +130,6 @@ def init_params(model: nn.Module, seed: int) -> dict:
 
 def init_fn(model: nn.Module) -> Callable[[jax.Array], dict]:
     """seed -> params; vmappable, so k-fold CV can stack k initialisations."""
-    return lambda seed: model.init(jax.random.fold_in(jax.random.key(seed), 0), jnp.zeros((1, 28, 28)))["params"]
+    return lambda seed: model.init(
+        jax.random.fold_in(jax.random.key(seed), 0), jnp.zeros((1, 28, 28))
+    )["params"]

@@ -1,8 +1,9 @@
-"""Optimizers by name, all optax, with Keras's defaults (learning rates: config.DEFAULT_LEARNING_RATES)."""
+"""Optimizers by name, all optax, with Keras's defaults (learning rates:
+config.DEFAULT_LEARNING_RATES)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import optax
 

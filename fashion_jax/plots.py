@@ -4,13 +4,15 @@ The chapter ends by plotting the first conv layer's weights and the feature maps
 produces. Every figure is a bare `matplotlib.figure.Figure` saved by `save_figure`: no pyplot, so
 there is no global figure state to leak between calls and no display is needed.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,13 +54,17 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = 
     return save_figure(fig, path)
 
 
-def plot_samples(images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, n: int = 10) -> Path:
+def plot_samples(
+    images: np.ndarray, labels: np.ndarray, path: str | os.PathLike, n: int = 10
+) -> Path:
     """The chapter's sample strip: n images in one row, gray_r, class name as title."""
     n = min(n, len(images))
     if n < 1:
         raise ValueError("need at least one image")
     fig = Figure(figsize=(1.6 * n, 2.0))
-    for ax, image, label in zip(fig.subplots(1, n, squeeze=False)[0], images[:n], labels[:n], strict=True):
+    for ax, image, label in zip(
+        fig.subplots(1, n, squeeze=False)[0], images[:n], labels[:n], strict=True
+    ):
         ax.imshow(image, cmap="gray_r")
         ax.set_title(CLASS_NAMES[int(label)], fontsize=9)
         ax.axis("off")
@@ -69,9 +75,15 @@ def _grid(n: int, max_cols: int) -> tuple[int, int]:
     return math.ceil(n / min(n, max_cols)), min(n, max_cols)
 
 
-def plot_filters(kernel: np.ndarray, path: str | os.PathLike, *, vmax: float | None = None,
-                 title: str = "conv0 filters (input channel 0)") -> Path:
-    """A conv kernel (kh, kw, in, out) as out small kh x kw images, input channel 0, one colour scale.
+def plot_filters(
+    kernel: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    vmax: float | None = None,
+    title: str = "conv0 filters (input channel 0)",
+) -> Path:
+    """A conv kernel (kh, kw, in, out) as out small kh x kw images, input channel 0, one colour
+    scale.
 
     The scale is symmetric around 0 (the book uses vmin=-0.5, vmax=0.5) so that the sign of a weight
     reads the same in every tile; vmax=None takes the largest |weight|, which never saturates.
@@ -101,7 +113,10 @@ def feature_maps(model: nn.Module, params: Any, image: np.ndarray) -> dict[str, 
     image = np.asarray(image)
     if image.shape != (28, 28):
         raise ValueError(f"expected one (28, 28) image, got shape {image.shape}")
-    return {name: np.asarray(maps) for name, maps in jax.device_get(_conv_outputs(model, params, image)).items()}
+    return {
+        name: np.asarray(maps)
+        for name, maps in jax.device_get(_conv_outputs(model, params, image)).items()
+    }
 
 
 # Module-level jits with the model static: equal models hash equal, so a model restored again by
@@ -131,7 +146,9 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
     if maps.ndim != 3:
         raise ValueError(f"feature maps must be (H, W, C), got shape {maps.shape}")
     rows, cols = _grid(maps.shape[-1], 8)
-    fig = Figure(figsize=(cols * 1.2, rows * 1.2 + (0.4 if title else 0)), layout="constrained")  # title hugs the grid
+    fig = Figure(
+        figsize=(cols * 1.2, rows * 1.2 + (0.4 if title else 0)), layout="constrained"
+    )  # title hugs the grid
     for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
         ax.axis("off")
         if i < maps.shape[-1]:
@@ -141,20 +158,36 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
     return save_figure(fig, path)
 
 
-def confusion_matrix(model: nn.Module, params: Any, images: np.ndarray, labels: np.ndarray,
-                     batch_size: int = DEFAULT_BATCH, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted one."""
+def confusion_matrix(
+    model: nn.Module,
+    params: Any,
+    images: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int = DEFAULT_BATCH,
+    num_classes: int = NUM_CLASSES,
+) -> np.ndarray:
+    """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted
+    one."""
     n, true = len(images), np.asarray(labels).astype(np.int64)
     if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
-        raise ValueError(f"need one label in 0..{num_classes - 1} per image; got {len(true)} labels for {n} images")
+        raise ValueError(
+            f"need one label in 0..{num_classes - 1} per image; "
+            f"got {len(true)} labels for {n} images"
+        )
     if n == 0:
         return np.zeros((num_classes, num_classes), np.int64)
     preds = predict_logits(model, params, images, batch_size).argmax(axis=-1).astype(np.int64)
-    return np.bincount(true * num_classes + preds, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(true * num_classes + preds, minlength=num_classes**2).reshape(
+        num_classes, num_classes
+    )
 
 
-def plot_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[str], path: str | os.PathLike,
-                   title: str = "") -> Path:
+def plot_confusion(
+    cm: np.ndarray,
+    class_names: tuple[str, ...] | list[str],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
     """The confusion matrix with every count written in its cell and class names on both axes."""
     cm = np.asarray(cm)
     k = len(class_names)
@@ -164,8 +197,15 @@ def plot_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[str], pat
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     for (row, col), count in np.ndenumerate(cm):
         # white on dark cells, black on light ones, so every number stays legible
-        ax.text(col, row, str(int(count)), ha="center", va="center", fontsize=8,
-                color="white" if count > cm.max() / 2 else "black")
+        ax.text(
+            col,
+            row,
+            str(int(count)),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if count > cm.max() / 2 else "black",
+        )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set(xlabel="predicted", ylabel="true")
@@ -176,8 +216,13 @@ def plot_confusion(cm: np.ndarray, class_names: tuple[str, ...] | list[str], pat
     return save_figure(fig, path)
 
 
-def plot_all(workdir: str | os.PathLike, data: FashionMNIST, *, image_index: int = 0,
-             out_dir: str | os.PathLike | None = None) -> dict[str, str]:
+def plot_all(
+    workdir: str | os.PathLike,
+    data: FashionMNIST,
+    *,
+    image_index: int = 0,
+    out_dir: str | os.PathLike | None = None,
+) -> dict[str, str]:
     """Every figure for the model in `workdir`, into out_dir (default workdir/plots): name -> path.
 
     Figures a model cannot have (filters and feature maps of a model without conv layers) are
@@ -186,32 +231,50 @@ def plot_all(workdir: str | os.PathLike, data: FashionMNIST, *, image_index: int
     workdir = Path(workdir)
     n_test = len(data.test_x)
     if not 0 <= image_index < n_test:  # checked first: no model restore for a bad argument
-        raise ValueError(f"image_index {image_index} out of range: the test set has {n_test} images (0..{n_test - 1})")
+        raise ValueError(
+            f"image_index {image_index} out of range: "
+            f"the test set has {n_test} images (0..{n_test - 1})"
+        )
     out = Path(out_dir) if out_dir is not None else workdir / "plots"
     config, model, params = load_model(workdir)
     name = config.model.name
     written: dict[str, str] = {}
 
     if is_convolutional(model):
-        written["filters"] = str(plot_filters(params["conv0"]["kernel"], out / "filters_conv0.png",
-                                              title=f"{name}: conv0 filters (input channel 0)"))
         image, label = data.test_x[image_index], CLASS_NAMES[int(data.test_y[image_index])]
-        written["feature_input"] = str(_plot_image(image, f"test #{image_index}: {label}", out / "feature_input.png"))
-        for layer, maps in feature_maps(model, params, image).items():
-            written[f"feature_maps_{layer}"] = str(plot_feature_maps(
-                maps, out / f"feature_maps_{layer}.png", title=f"{name} {layer}: test #{image_index} ({label})"))
+        written.update(
+            _conv_figures(model, params, image, f"test #{image_index}: {label}", name, out)
+        )
     else:
         note = f"skipped: model {name} has no conv layers"
         written["filters"] = written["feature_maps"] = note
 
-    cm = confusion_matrix(model, params, data.test_x, data.test_y, batch_size=config.eval_batch_size)
-    written["confusion"] = str(plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set"))
+    cm = confusion_matrix(
+        model, params, data.test_x, data.test_y, batch_size=config.eval_batch_size
+    )
+    written["confusion"] = str(
+        plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set")
+    )
 
     history = read_history(workdir / "history.jsonl")
     if history:
         written["curves"] = str(plot_history(history, out / "curves.png", title=name))
     else:
         written["curves"] = f"skipped: no history in {workdir / 'history.jsonl'}"
+    return written
+
+
+def _conv_figures(
+    model: nn.Module, params: Any, image: np.ndarray, caption: str, name: str, out: Path
+) -> dict[str, str]:
+    """The first conv layer's filters, the input image, and every conv layer's feature maps."""
+    kernel = params["conv0"]["kernel"]
+    title = f"{name}: conv0 filters (input channel 0)"
+    written = {"filters": str(plot_filters(kernel, out / "filters_conv0.png", title=title))}
+    written["feature_input"] = str(_plot_image(image, caption, out / "feature_input.png"))
+    for layer, maps in feature_maps(model, params, image).items():
+        path, title = out / f"feature_maps_{layer}.png", f"{name} {layer}: {caption}"
+        written[f"feature_maps_{layer}"] = str(plot_feature_maps(maps, path, title=title))
     return written
 
 

@@ -1,9 +1,10 @@
 """Classify image files with a restored model: 28x28 grayscale PNG/JPEG or .npy arrays."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax
 import numpy as np
@@ -58,9 +59,18 @@ def _load_picture(path: Path) -> np.ndarray:
 
 def predict_files(workdir: str | Path, files: Sequence[str | Path]) -> list[dict]:
     """Class, label and probability of each file, by the model in `workdir`."""
-    images = np.stack([load_image(f) for f in files])  # validate every file before restoring the model
+    images = np.stack(
+        [load_image(f) for f in files]
+    )  # validate every file before restoring the model
     config, model, params = load_model(workdir)
     logits = predict_logits(model, params, images, config.eval_batch_size)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
-    return [{"file": str(f), "class": CLASS_NAMES[int(p.argmax())], "label": int(p.argmax()),
-             "probability": float(p.max())} for f, p in zip(files, probs)]
+    return [
+        {
+            "file": str(f),
+            "class": CLASS_NAMES[int(p.argmax())],
+            "label": int(p.argmax()),
+            "probability": float(p.max()),
+        }
+        for f, p in zip(files, probs)
+    ]

@@ -8,29 +8,27 @@ back through `restore`. The rules, each one learned the hard way (see docs/RELIA
   - after a restore, steps "from the future" (best/ written before the latest state was, or newer
     latest steps that failed to restore) are deleted, because the resumed run writes them again.
 """
+
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
-import orbax.checkpoint as ocp
 
 from fashion_jax import checkpoint as ckpt
-from fashion_jax import config as config_lib
 from fashion_jax import distributed
 from fashion_jax import early_stopping as es
-from fashion_jax.config import TrainConfig
 from fashion_jax.numerics import first_nonfinite
 from fashion_jax.steps import EpochSums
+from fashion_jax.workdir import WorkdirError
 
 log = logging.getLogger("fashion_jax")
-META_FORMAT = 2  # 2: the running sums are EpochSums under "sums". Bump when the meta keys change; an unknown format is refused, not guessed at
+# Bump when the meta keys change; an unknown format is refused, not guessed at.
+# 2: the running sums are EpochSums under "sums" (1: a dict under "acc").
+META_FORMAT = 2
 
 
 class NonFiniteLossError(RuntimeError):
@@ -41,19 +39,18 @@ class TrainingInterrupted(RuntimeError):
     """A stop was requested (SIGINT/SIGTERM); the state was saved first."""
 
 
-class WorkdirError(RuntimeError):
-    """The workdir cannot be used as asked; the message is one line."""
-
-
 @dataclass
 class Progress:
     """Everything about where a run is, apart from the arrays."""
+
     epoch: int  # completed epochs
     history: list[dict]
     stop: es.StopState
 
 
-def check_finite(state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, skip_nonfinite: int) -> None:
+def check_finite(
+    state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, skip_nonfinite: int
+) -> None:
     """Raise NonFiniteLossError unless the state is safe to keep training from and to save.
 
     Without skipping, the first non-finite batch loss stops the run (the step records it on the
@@ -61,15 +58,21 @@ def check_finite(state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, 
     bad updates and only gives up (applying NaN) after N in a row, so the arrays are what we check.
     """
     first_bad = int(sums.first_bad_step)
-    where = lambda g: f"epoch {g // steps_per_epoch + 1}, step {g % steps_per_epoch + 1} (global step {g + 1})"
+    where = lambda g: (
+        f"epoch {g // steps_per_epoch + 1}, step {g % steps_per_epoch + 1} (global step {g + 1})"
+    )
     if first_bad >= 0 and skip_nonfinite == 0:
-        raise NonFiniteLossError(f"non-finite loss at {where(first_bad)}; the last good and best checkpoints "
-                                 "are kept; lower --learning-rate or pass --skip-nonfinite N")
+        raise NonFiniteLossError(
+            f"non-finite loss at {where(first_bad)}; the last good and best checkpoints "
+            "are kept; lower --learning-rate or pass --skip-nonfinite N"
+        )
     if first_nonfinite(state) is not None:
         first = f", first bad loss at {where(first_bad)}" if first_bad >= 0 else ""
-        raise NonFiniteLossError(f"non-finite parameters in epoch {epoch + 1} (more than {skip_nonfinite} "
-                                 f"non-finite updates in a row{first}); the last good and best checkpoints are "
-                                 "kept; lower --learning-rate")
+        raise NonFiniteLossError(
+            f"non-finite parameters in epoch {epoch + 1} (more than {skip_nonfinite} "
+            f"non-finite updates in a row{first}); the last good and best checkpoints are "
+            "kept; lower --learning-rate"
+        )
 
 
 def check_epoch_means(row: dict, epoch: int, skip_nonfinite: int) -> None:
@@ -80,33 +83,55 @@ def check_epoch_means(row: dict, epoch: int, skip_nonfinite: int) -> None:
     keys = ("val_loss",) if skip_nonfinite else ("loss", "val_loss")
     bad = [k for k in keys if first_nonfinite(row[k]) is not None]
     if bad:
-        raise NonFiniteLossError(f"non-finite {' and '.join(bad)} over epoch {epoch + 1} (the model diverged); "
-                                 "the last good and best checkpoints are kept; lower --learning-rate")
+        raise NonFiniteLossError(
+            f"non-finite {' and '.join(bad)} over epoch {epoch + 1} (the model diverged); "
+            "the last good and best checkpoints are kept; lower --learning-rate"
+        )
 
 
 class Saver:
     """The only way fit() writes checkpoints: every save is checked first (see module doc)."""
 
-    def __init__(self, checkpoints: ckpt.RunCheckpoints, workdir: Path, *, n_train: int, batch_size: int,
-                 steps_per_epoch: int, skip_nonfinite: int):
+    def __init__(
+        self,
+        checkpoints: ckpt.RunCheckpoints,
+        workdir: Path,
+        *,
+        n_train: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        skip_nonfinite: int,
+    ):
         self.checkpoints, self.workdir = checkpoints, Path(workdir)
         self.n_train, self.batch_size, self.steps_per_epoch = n_train, batch_size, steps_per_epoch
         self.skip_nonfinite = skip_nonfinite
 
     def _check(self, state: Any, sums: EpochSums, epoch: int) -> None:
-        # Only process 0 writes config.json (another host may not share the folder); all check the folder.
+        # Only process 0 writes config.json (another host may not share the folder); all check the
+        # folder.
         marker = self.workdir / "config.json" if distributed.is_leader() else self.workdir
         if not marker.exists():
-            raise WorkdirError(f"{self.workdir}: the workdir (or its config.json) disappeared during training; "
-                               "nothing more was written")
+            raise WorkdirError(
+                f"{self.workdir}: the workdir (or its config.json) disappeared during training; "
+                "nothing more was written"
+            )
         check_finite(state, sums, epoch, self.steps_per_epoch, self.skip_nonfinite)
 
-    def save_state(self, step: int, state: Any, sums: EpochSums, progress: Progress, mid_epoch: bool) -> None:
-        """Full state after `step` steps; `progress.epoch` completed epochs (one more runs if mid_epoch)."""
+    def save_state(
+        self, step: int, state: Any, sums: EpochSums, progress: Progress, mid_epoch: bool
+    ) -> None:
+        """Full state after `step` steps; `progress.epoch` completed epochs (one more runs if
+        mid_epoch)."""
         self._check(state, sums, progress.epoch)
-        meta = {"format": META_FORMAT, "epoch": progress.epoch, "mid_epoch": mid_epoch,
-                "history": progress.history, "stop": progress.stop.to_dict(), "n_train": self.n_train,
-                "batch_size": self.batch_size}
+        meta = {
+            "format": META_FORMAT,
+            "epoch": progress.epoch,
+            "mid_epoch": mid_epoch,
+            "history": progress.history,
+            "stop": progress.stop.to_dict(),
+            "n_train": self.n_train,
+            "batch_size": self.batch_size,
+        }
         self.checkpoints.save_state(step, {"train": state, "sums": sums}, meta)
 
     def save_best(self, epoch: int, state: Any, sums: EpochSums, meta: dict) -> None:
@@ -138,7 +163,11 @@ class BestInMemory:
         if self.best is None:
             return None
         params, meta, epoch = self.best
-        return jax.tree.map(lambda host, like: jax.device_put(host, like.sharding), params, target), meta, epoch
+        return (
+            jax.tree.map(lambda host, like: jax.device_put(host, like.sharding), params, target),
+            meta,
+            epoch,
+        )
 
     def prune(self, latest_after: int, best_after: int) -> None:
         pass
@@ -150,8 +179,15 @@ class BestInMemory:
         pass
 
 
-def restore(checkpoints: ckpt.RunCheckpoints, state: Any, sums: EpochSums, *, n_train: int, batch_size: int,
-            steps_per_epoch: int) -> tuple[Any, EpochSums, Progress] | None:
+def restore(
+    checkpoints: ckpt.RunCheckpoints,
+    state: Any,
+    sums: EpochSums,
+    *,
+    n_train: int,
+    batch_size: int,
+    steps_per_epoch: int,
+) -> tuple[Any, EpochSums, Progress] | None:
     """(state, sums, progress) from the newest intact checkpoint, or None when there is none.
 
     `state` and `sums` are freshly initialised templates: they give the abstract restore target
@@ -160,31 +196,48 @@ def restore(checkpoints: ckpt.RunCheckpoints, state: Any, sums: EpochSums, *, n_
     """
 
     def validate(step: int, tree: Any, meta: dict) -> None:
-        _check_meta(step, tree, meta, n_train=n_train, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
+        _check_meta(
+            step,
+            tree,
+            meta,
+            n_train=n_train,
+            batch_size=batch_size,
+            steps_per_epoch=steps_per_epoch,
+        )
 
     restored = checkpoints.restore_state({"train": state, "sums": sums}, validate=validate)
     if restored is None:
-        checkpoints.prune(latest_after=-1, best_after=0)  # nothing to resume: a half-run's best/ is stale
+        checkpoints.prune(
+            latest_after=-1, best_after=0
+        )  # nothing to resume: a half-run's best/ is stale
         return None
     tree, meta, step = restored
-    progress = Progress(epoch=int(meta["epoch"]), history=list(meta["history"]),
-                        stop=es.StopState.from_dict(meta["stop"]))
+    progress = Progress(
+        epoch=int(meta["epoch"]),
+        history=list(meta["history"]),
+        stop=es.StopState.from_dict(meta["stop"]),
+    )
     # The resumed run rewrites any step after this one; stale copies would block those saves.
     checkpoints.prune(latest_after=step, best_after=progress.epoch)
     return tree["train"], tree["sums"] if meta["mid_epoch"] else sums, progress
 
 
-def _check_meta(step: int, tree: Any, meta: dict, *, n_train: int, batch_size: int, steps_per_epoch: int) -> None:
+def _check_meta(
+    step: int, tree: Any, meta: dict, *, n_train: int, batch_size: int, steps_per_epoch: int
+) -> None:
     """Refuse a checkpoint that does not describe this run: mismatches the user caused raise
     CheckpointMismatch (no point trying older steps); internal inconsistencies mean damage."""
     try:
         if meta.get("format") != META_FORMAT:
-            raise ckpt.CheckpointError(f"step {step}: unknown checkpoint format {meta.get('format')!r}")
+            raise ckpt.CheckpointError(
+                f"step {step}: unknown checkpoint format {meta.get('format')!r}"
+            )
         if (meta["n_train"], meta["batch_size"]) != (n_train, batch_size):
             raise ckpt.CheckpointMismatch(
-                f"the checkpoint was written for {meta['n_train']} training rows in batches of {meta['batch_size']}, "
-                f"this run has {n_train} in batches of {batch_size}; resume with the same --subset and "
-                "--batch-size, or pass --overwrite")
+                f"the checkpoint was written for {meta['n_train']} training rows in batches of "
+                f"{meta['batch_size']}, this run has {n_train} in batches of {batch_size}; "
+                "resume with the same --subset and --batch-size, or pass --overwrite"
+            )
         epoch, mid, history = int(meta["epoch"]), bool(meta["mid_epoch"]), meta["history"]
         es.StopState.from_dict(meta["stop"])
         sums = tree["sums"]
@@ -192,70 +245,19 @@ def _check_meta(step: int, tree: Any, meta: dict, *, n_train: int, batch_size: i
     except ckpt.CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ckpt.CheckpointError(f"step {step}: meta is not ours ({err.__class__.__name__}: {err})") from None
+        raise ckpt.CheckpointError(
+            f"step {step}: meta is not ours ({err.__class__.__name__}: {err})"
+        ) from None
     expected = epoch * steps_per_epoch + (pos if mid else 0)
-    if not (isinstance(history, list) and len(history) == epoch and all(isinstance(r, dict) for r in history)
-            and n == n_train
-            and 0 <= pos <= steps_per_epoch and saved_step == step == expected):
-        raise ckpt.CheckpointError(f"step {step}: counters disagree (epoch {epoch}, position {pos}, "
-                                   f"saved step {saved_step}, {len(history)} history rows)")
-
-
-def fingerprint(workdir: str | Path) -> dict[str, Any]:
-    """SHA-256 of everything a run leaves that must not depend on interruptions: the best params,
-    the newest full state (params, optimizer, counters), history.jsonl and result.json's metrics.
-    Two runs are bitwise identical exactly when their fingerprints are equal."""
-    workdir = Path(workdir)
-
-    def digest_tree(folder: Path) -> str | None:
-        steps = sorted((int(p.name) for p in folder.iterdir() if p.name.isdigit()), reverse=True) if folder.is_dir() else []
-        if not steps:
-            return None
-        h = hashlib.sha256(str(steps[0]).encode())
-        item = next(p for p in (folder / str(steps[0])).iterdir() if p.name in ("state", "params"))
-        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                ocp.StandardCheckpointHandler().metadata(item).tree)
-        with ocp.PyTreeCheckpointer() as reader:  # numpy arrays: no devices, no sharding metadata needed
-            tree = reader.restore(item, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-            arr = np.asarray(leaf)
-            h.update(f"{jax.tree_util.keystr(path)}:{arr.dtype}:{arr.shape}".encode())
-            h.update(arr.tobytes())
-        return h.hexdigest()
-
-    result_path = workdir / "result.json"
-    metrics = None
-    if result_path.is_file():
-        raw = json.loads(result_path.read_text())
-        metrics = {k: raw.get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "val_loss",
-                                           "test_accuracy", "test_loss", "stopped_early")}
-    history = workdir / "history.jsonl"
-    return {"best": digest_tree(workdir / "best"), "latest": digest_tree(workdir / "checkpoints"),
-            "history": hashlib.sha256(history.read_bytes()).hexdigest() if history.is_file() else None,
-            "result": metrics}
-
-
-# Settings a resume may change: how long to train, how often to save, and how evaluation is batched
-# (its default may change between versions, and it only moves val metrics' last bits). Anything else
-# would silently make a different run than the one in the checkpoint.
-RESUMABLE_CHANGES = ("epochs", "patience", "checkpoint_every", "eval_batch_size")
-
-
-def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
-    """A workdir of another model or other settings is refused before any restore is attempted."""
-    path = Path(workdir) / "config.json"
-    if not path.exists():
-        if (Path(workdir) / "checkpoints").exists():
-            raise ckpt.CheckpointError(f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir")
-        return
-    saved = config_lib.load_json(path)
-    if saved.model != config.model:
-        raise ckpt.CheckpointMismatch(f"{workdir} holds a {saved.model.name!r} run with another architecture; "
-                                      "use another --workdir or --overwrite")
-    old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
-    changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
-    if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
-        changed.append("epochs (the cosine schedule spans all epochs)")
-    if changed:
-        raise ckpt.CheckpointMismatch(f"{workdir} was trained with other settings ({', '.join(changed)}); resume "
-                                      "with the same flags, or use another --workdir or --overwrite")
+    if not (
+        isinstance(history, list)
+        and len(history) == epoch
+        and all(isinstance(r, dict) for r in history)
+        and n == n_train
+        and 0 <= pos <= steps_per_epoch
+        and saved_step == step == expected
+    ):
+        raise ckpt.CheckpointError(
+            f"step {step}: counters disagree (epoch {epoch}, position {pos}, "
+            f"saved step {saved_step}, {len(history)} history rows)"
+        )

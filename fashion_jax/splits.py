@@ -11,8 +11,9 @@ from math import ceil
 import numpy as np
 
 
-def split_indices(n: int, val_fraction: float = 0.2, seed: int = 42, *,
-                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(
+    n: int, val_fraction: float = 0.2, seed: int = 42, *, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx), identical to sklearn's train_test_split(test_size=val_fraction,
     random_state=seed) when labels is None; stratified by labels otherwise."""
     if not 0.0 <= val_fraction < 1.0:
@@ -47,9 +48,9 @@ def _largest_remainder(counts: np.ndarray, total: int) -> np.ndarray:
     return quota
 
 
-
-def kfold_indices(n: int, k: int, *, seed: int = 0, shuffle: bool = True,
-                  labels: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_indices(
+    n: int, k: int, *, seed: int = 0, shuffle: bool = True, labels: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, val_idx) per fold, both sorted. Without labels this equals sklearn's
     KFold(k, shuffle=shuffle, random_state=seed); with labels every class is spread evenly."""
     if not 2 <= k <= n:
@@ -60,7 +61,9 @@ def kfold_indices(n: int, k: int, *, seed: int = 0, shuffle: bool = True,
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
-def _fold_assignment(n: int, k: int, seed: int, shuffle: bool, labels: np.ndarray | None) -> np.ndarray:
+def _fold_assignment(
+    n: int, k: int, seed: int, shuffle: bool, labels: np.ndarray | None
+) -> np.ndarray:
     order = np.arange(n)
     rng = np.random.RandomState(seed)
     if labels is None:
@@ -78,4 +81,3 @@ def _fold_assignment(n: int, k: int, seed: int, shuffle: bool, labels: np.ndarra
     fold_of = np.empty(n, dtype=np.int64)
     fold_of[order] = fold_of_position
     return fold_of
-

@@ -7,7 +7,8 @@ partial batch is padded and masked), so each step compiles exactly once.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import flax.struct
@@ -33,7 +34,9 @@ class TrainState:
 class EpochSums:
     """One epoch's running sums and position, on the device: the loop never syncs per step."""
 
-    next_batch: jax.Array  # batches of this epoch already taken: the next step reads batch next_batch
+    next_batch: (
+        jax.Array
+    )  # batches of this epoch already taken: the next step reads batch next_batch
     rows: jax.Array  # real rows in the epoch; order positions past it are padding, masked out
     loss_sum: jax.Array  # summed cross-entropy of the counted rows
     correct: jax.Array
@@ -45,29 +48,47 @@ def epoch_sums(rows: int) -> EpochSums:
     """Zeroed sums for an epoch over `rows` real rows."""
     i32 = lambda v: np.array(v, np.int32)  # noqa: E731
     # one transfer of NumPy scalars: six eager jnp scalars would be six dispatches
-    return jax.device_put(EpochSums(next_batch=i32(0), rows=i32(rows), loss_sum=np.array(0, np.float32),
-                                    correct=i32(0), count=i32(0), first_bad_step=i32(-1)))
+    return jax.device_put(
+        EpochSums(
+            next_batch=i32(0),
+            rows=i32(rows),
+            loss_sum=np.array(0, np.float32),
+            correct=i32(0),
+            count=i32(0),
+            first_bad_step=i32(-1),
+        )
+    )
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
 
-def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
-                  constrain: Callable[[jax.Array], jax.Array] = lambda x: x) -> Callable:
-    """Pure `train_step(state, sums, order, images, labels) -> (state, sums, metrics)`; jit or vmap it.
+def train_step_fn(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seed: int,
+    batch_size: int,
+    constrain: Callable[[jax.Array], jax.Array] = lambda x: x,
+) -> Callable:
+    """Pure `train_step(state, sums, order, images, labels) -> (state, sums, metrics)`; jit or vmap
+    it.
 
     `order` is the epoch's padded permutation; the step reads its batch `sums.next_batch`.
     `constrain` places the batch (identity on one device; a data-axis sharding on a mesh).
     """
 
-    def train_step(state: TrainState, sums: EpochSums, order: jax.Array, images: jax.Array, labels: jax.Array):
+    def train_step(
+        state: TrainState, sums: EpochSums, order: jax.Array, images: jax.Array, labels: jax.Array
+    ):
         start = sums.next_batch * batch_size
         idx = jax.lax.dynamic_slice(order, (start,), (batch_size,))
         mask = constrain(start + jnp.arange(batch_size) < sums.rows)
         x, y = gather_batch(images, labels, constrain(idx))
         # derived inside the program: an eager fold_in here would compile on every process start
-        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), state.step)
+        rng = jax.random.fold_in(
+            jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), state.step
+        )
 
         def loss_fn(params):
             logits = forward(model, params, x, train=True, rngs={"dropout": rng})
@@ -83,17 +104,28 @@ def train_step_fn(model: nn.Module, tx: optax.GradientTransformation, seed: int,
         # with --skip-nonfinite the logged training loss describes the updates actually applied.
         keep = lambda v: jnp.where(bad, jnp.zeros_like(v), v)  # noqa: E731
         sums = sums.replace(
-            next_batch=sums.next_batch + 1, loss_sum=sums.loss_sum + keep(loss_sum),
-            correct=sums.correct + keep(correct), count=sums.count + keep(count),
-            first_bad_step=jnp.where((sums.first_bad_step < 0) & bad, state.step, sums.first_bad_step))
+            next_batch=sums.next_batch + 1,
+            loss_sum=sums.loss_sum + keep(loss_sum),
+            correct=sums.correct + keep(correct),
+            count=sums.count + keep(count),
+            first_bad_step=jnp.where(
+                (sums.first_bad_step < 0) & bad, state.step, sums.first_bad_step
+            ),
+        )
         state = TrainState(step=state.step + 1, params=params, opt_state=opt_state)
         return state, sums, {"loss": loss, "accuracy": correct / jnp.maximum(count, 1)}
 
     return train_step
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
-                    constrain: Callable[[jax.Array], jax.Array] = lambda x: x, steps_per_call: int = 1) -> Callable:
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seed: int,
+    batch_size: int,
+    constrain: Callable[[jax.Array], jax.Array] = lambda x: x,
+    steps_per_call: int = 1,
+) -> Callable:
     """The jitted train step, run `steps_per_call` times per dispatch; state and sums are donated.
 
     Several steps per call (a lax.scan of the same step) pay the host dispatch once; that wins
@@ -103,7 +135,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, seed: in
     if steps_per_call == 1:
         return jax.jit(step, donate_argnums=(0, 1))
 
-    def multi_step(state: TrainState, sums: EpochSums, order: jax.Array, images: jax.Array, labels: jax.Array):
+    def multi_step(
+        state: TrainState, sums: EpochSums, order: jax.Array, images: jax.Array, labels: jax.Array
+    ):
         def body(carry, _):
             state, sums, metrics = step(*carry, order, images, labels)
             return (state, sums), metrics
@@ -133,9 +167,17 @@ class Stepper:
     boundary) repeats the uninterrupted run's exact sequence of compiled calls.
     """
 
-    def __init__(self, model: nn.Module, tx: optax.GradientTransformation, seed: int, batch_size: int,
-                 steps_per_epoch: int, k: int, example_args: tuple,
-                 constrain: Callable[[jax.Array], jax.Array] = lambda x: x):
+    def __init__(
+        self,
+        model: nn.Module,
+        tx: optax.GradientTransformation,
+        seed: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        k: int,
+        example_args: tuple,
+        constrain: Callable[[jax.Array], jax.Array] = lambda x: x,
+    ):
         self.k, self.steps_per_epoch, self._example = max(1, k), steps_per_epoch, example_args
         self._build = lambda n: make_train_step(model, tx, seed, batch_size, constrain, n)
         self._compiled: dict[int, Any] = {}

@@ -1,4 +1,5 @@
-"""Shared fixtures: small synthetic data for unit tests, and the real Fashion-MNIST for `realdata` tests.
+"""Shared fixtures: small synthetic data for unit tests,
+and the real Fashion-MNIST for `realdata` tests.
 
 A test that uses `real_data` (directly or through another fixture) is marked `realdata` here, so
 `pytest -m "not realdata"` runs everything that needs no data files.
@@ -7,22 +8,48 @@ A test that uses `real_data` (directly or through another fixture) is marked `re
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 
-from fashion_jax.data import FILES, SYSTEM_DIR, FashionMNIST, find_file, load_dataset, resolve_source
+from fashion_jax.data import (
+    FILES,
+    SYSTEM_DIR,
+    FashionMNIST,
+    find_file,
+    load_dataset,
+    resolve_source,
+)
 from fashion_jax.idx import DataError
+
+# One persistent compilation cache for the whole session, fresh each run: the same programs (one
+# model at one batch shape) are compiled by many tests and by the subprocesses they start, which
+# inherit these variables. Results are bit for bit the same; only compile time is saved.
+TEST_CACHE = tempfile.mkdtemp(prefix="fashion-jax-test-xla-cache-")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 def require_real_data(system_dir_only: bool = False) -> None:
-    """Skip a real-data test on a machine without the files, but fail in CI, which must have them."""
+    """Skip a real-data test on a machine without the files,
+    but fail in CI, which must have them."""
     try:
-        if system_dir_only and not all(find_file(SYSTEM_DIR, n) for pair in FILES.values() for n in pair):
+        if system_dir_only and not all(
+            find_file(SYSTEM_DIR, n) for pair in FILES.values() for n in pair
+        ):
             raise DataError(SYSTEM_DIR, "the four IDX files are not there")
         resolve_source()
     except DataError as err:
-        message = f"real Fashion-MNIST not available ({err}); apt-get install -y dataset-fashion-mnist"
+        message = (
+            f"real Fashion-MNIST not available ({err}); apt-get install -y dataset-fashion-mnist"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -36,7 +63,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def synthetic_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n uint8 (28, 28) images of 10 learnable classes: a fixed blocky pattern per class (7x7 random
-    cells of 4x4 pixels), shifted by up to one pixel, dimmed, plus noise. Labels balanced, shuffled."""
+    cells of 4x4 pixels), shifted by up to one pixel, dimmed, plus noise. Labels balanced,
+    shuffled."""
     rng = np.random.default_rng(seed)
     cells = np.random.default_rng(1234).random((10, 7, 7))  # the same classes in every split
     patterns = np.kron(cells, np.ones((4, 4)))
@@ -65,13 +93,22 @@ def real_data() -> FashionMNIST:
 def real_small(real_data: FashionMNIST) -> FashionMNIST:
     """512 train / 256 val / 256 test real images: slices of the real splits."""
     d = real_data
-    return FashionMNIST(d.train_x[:512], d.train_y[:512], d.val_x[:256], d.val_y[:256],
-                        d.test_x[:256], d.test_y[:256], d.source)
+    return FashionMNIST(
+        d.train_x[:512],
+        d.train_y[:512],
+        d.val_x[:256],
+        d.val_y[:256],
+        d.test_x[:256],
+        d.test_y[:256],
+        d.source,
+    )
 
 
 def write_idx(path, array: np.ndarray) -> None:
     """An IDX file (the Fashion-MNIST format) holding a uint8 array."""
-    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    magic = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     path.write_bytes(magic + array.astype(np.uint8).tobytes())
 
 

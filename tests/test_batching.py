@@ -24,13 +24,19 @@ def test_epoch_order_is_a_deterministic_permutation():
 
 def test_epoch_order_is_the_documented_fold_in_derivation():
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(9), 0x5EED), 2)
-    np.testing.assert_array_equal(epoch_order(257, 9, 2), np.asarray(jax.random.permutation(key, 257)))
+    np.testing.assert_array_equal(
+        epoch_order(257, 9, 2), np.asarray(jax.random.permutation(key, 257))
+    )
 
 
 def test_epoch_orders_prefetch_in_the_background_and_return_the_same_orders(monkeypatch):
     drawn_on = []
     real = batching.epoch_order
-    monkeypatch.setattr(batching, "epoch_order", lambda *a: drawn_on.append(threading.current_thread().name) or real(*a))
+    monkeypatch.setattr(
+        batching,
+        "epoch_order",
+        lambda *a: drawn_on.append(threading.current_thread().name) or real(*a),
+    )
     orders = batching.EpochOrders(300, seed=4, epochs=3)
     try:
         orders.prefetch(0)

@@ -1,4 +1,6 @@
-"""Weights-only and whole-model checkpoints, training workdirs, and damaged or foreign checkpoint trees."""
+"""Weights-only and whole-model checkpoints, training workdirs,
+and damaged or foreign checkpoint trees."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fashion_jax import resume as resume_lib
-from fashion_jax import evaluate
-from fashion_jax import model_io
 from fashion_jax import checkpoint as ckpt
-from fashion_jax import steps
+from fashion_jax import evaluate, model_io, steps
+from fashion_jax import workdir as workdir_lib
 from fashion_jax.checkpoint import CheckpointError
-from fashion_jax.config import RunOptions, ConfigError, TrainConfig, model_config
+from fashion_jax.config import ConfigError, RunOptions, TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import make_optimizer
 from fashion_jax.train import fit
@@ -27,8 +27,10 @@ def leaves_equal(a, b) -> bool:
     """Same tree structure and bitwise-equal leaves (dtype and shape included)."""
     if jax.tree.structure(a) != jax.tree.structure(b):
         return False
-    return all(np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def val_metrics(model, params, data) -> dict:
@@ -43,7 +45,9 @@ def assert_one_line(err: BaseException) -> None:
 def run(small_data, tmp_path_factory):
     """A finished 2-epoch logreg run: config.json, checkpoints/ (two steps) and best/."""
     workdir = tmp_path_factory.mktemp("ckpt") / "run"
-    config = TrainConfig(model=model_config("logreg"), optimizer="adam", learning_rate=1e-2, epochs=2)
+    config = TrainConfig(
+        model=model_config("logreg"), optimizer="adam", learning_rate=1e-2, epochs=2
+    )
     result = fit(config, small_data, workdir, RunOptions(quiet=True))
     return config, workdir, result
 
@@ -94,8 +98,15 @@ def params_like(cfg, seed: int = 0):
     return jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
 
 
-@pytest.mark.parametrize("other", [{"name": "mlp", "hidden": 50}, {"name": "logreg"}, {"name": "mlp", "hidden": 100, "num_classes": 5}],
-                         ids=["shape", "structure", "classes"])
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"name": "mlp", "hidden": 50},
+        {"name": "logreg"},
+        {"name": "mlp", "hidden": 100, "num_classes": 5},
+    ],
+    ids=["shape", "structure", "classes"],
+)
 def test_weights_into_a_model_of_another_shape_fail_in_one_line(tmp_path, other):
     path = ckpt.save_weights(tmp_path / "weights", params_like(model_config("mlp", hidden=100)))
     like = params_like(model_config(other.pop("name"), **other))
@@ -150,12 +161,16 @@ def test_save_model_load_model_needs_no_architecture(run, tmp_path, small_data):
     assert loaded_model == model
     assert leaves_equal(loaded_params, params)
     assert loaded_params["hidden"]["kernel"].shape == (784, 24)
-    assert val_metrics(loaded_model, loaded_params, small_data) == val_metrics(model, params, small_data)
+    assert val_metrics(loaded_model, loaded_params, small_data) == val_metrics(
+        model, params, small_data
+    )
 
 
 def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_data):
     config, workdir, result = run
-    assert result.best_epoch is not None and step_dirs(workdir / "best")[-1].name == str(result.best_epoch)
+    assert result.best_epoch is not None and step_dirs(workdir / "best")[-1].name == str(
+        result.best_epoch
+    )
     loaded_config, model, params = model_io.load_model(workdir)
     assert loaded_config == config
     assert leaves_equal(params, result.params)
@@ -168,10 +183,13 @@ def test_load_model_without_best_falls_back_to_the_latest_state(run_copy):
     config, workdir, result = run_copy
     shutil.rmtree(workdir / "best")
     _, _, params = model_io.load_model(workdir)
-    # The latest full state holds the last epoch's params; restore them without knowing the optimizer.
+    # The latest full state holds the last epoch's params; restore them without knowing the
+    # optimizer.
     tx = make_optimizer(config, 1)
-    target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-              "sums": steps.epoch_sums(512)}
+    target = {
+        "train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
+        "sums": steps.epoch_sums(512),
+    }
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == config.epochs
     assert leaves_equal(params, tree["train"].params)
@@ -182,8 +200,10 @@ def test_damaged_newest_state_falls_back_to_the_older_one(run_copy):
     newest, older = step_dirs(workdir / "checkpoints")[-1], step_dirs(workdir / "checkpoints")[-2]
     damage(newest)
     tx = make_optimizer(config, 1)
-    target = {"train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-              "sums": steps.epoch_sums(512)}
+    target = {
+        "train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
+        "sums": steps.epoch_sums(512),
+    }
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == 1 and int(tree["train"].step) == int(older.name)
     assert meta["history"] == result.history[:1]
@@ -210,7 +230,8 @@ def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such"):
         model_io.load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
-    # An empty folder is "not a fashion_jax workdir": a ConfigError today (see report), never a traceback.
+    # An empty folder is "not a fashion_jax workdir": a ConfigError today (see report), never a
+    # traceback.
     with pytest.raises((CheckpointError, ConfigError), match="config.json|not a fashion_jax"):
         model_io.load_model(tmp_path / "empty")
 
@@ -228,7 +249,12 @@ def test_corrupt_config_json_is_refused(run_copy):
 def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
     _, workdir, _ = run_copy
     best = step_dirs(workdir / "best")[-1]
-    victim = next(Path(root, f) for root, _, files in os.walk(best) for f in files if f != "_CHECKPOINT_METADATA")
+    victim = next(
+        Path(root, f)
+        for root, _, files in os.walk(best)
+        for f in files
+        if f != "_CHECKPOINT_METADATA"
+    )
     outside = workdir.parent / "outside.bin"
     shutil.move(victim, outside)
     victim.symlink_to(outside)
@@ -253,11 +279,17 @@ def test_symlinked_step_folder_is_refused(run, tmp_path):
 
 def test_check_workdir_config_refuses_another_model(run):
     config, workdir, _ = run
-    resume_lib.check_workdir_config(workdir, config)  # the same run: fine
-    resume_lib.check_workdir_config(workdir, dataclasses.replace(config, epochs=9))  # train longer: fine
-    for other in (model_config("mlp"), model_config("dense"), model_config("logreg", num_classes=5)):
+    workdir_lib.check_workdir_config(workdir, config)  # the same run: fine
+    workdir_lib.check_workdir_config(
+        workdir, dataclasses.replace(config, epochs=9)
+    )  # train longer: fine
+    for other in (
+        model_config("mlp"),
+        model_config("dense"),
+        model_config("logreg", num_classes=5),
+    ):
         with pytest.raises(CheckpointError, match="another architecture") as info:
-            resume_lib.check_workdir_config(workdir, dataclasses.replace(config, model=other))
+            workdir_lib.check_workdir_config(workdir, dataclasses.replace(config, model=other))
         assert_one_line(info.value)
 
 
@@ -266,9 +298,9 @@ def test_check_workdir_config_refuses_other_training_settings(run):
     # A different learning rate or optimizer would silently make another run than the checkpoint's.
     for change in ({"learning_rate": 0.5}, {"optimizer": "sgd"}, {"seed": 1}, {"batch_size": 16}):
         with pytest.raises(CheckpointError, match="other settings") as info:
-            resume_lib.check_workdir_config(workdir, dataclasses.replace(config, **change))
+            workdir_lib.check_workdir_config(workdir, dataclasses.replace(config, **change))
         assert_one_line(info.value)
 
 
 def test_check_workdir_config_accepts_a_fresh_folder(tmp_path):
-    resume_lib.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))
+    workdir_lib.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))

@@ -1,4 +1,6 @@
-"""The command line: in-process through main() for speed, a few real processes for exit codes and stderr."""
+"""The command line: in-process through main() for speed,
+a few real processes for exit codes and stderr."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +18,19 @@ from PIL import Image
 
 from fashion_jax import cli
 from fashion_jax.config import load_json
-from fashion_jax.model_io import load_model
 from fashion_jax.data import CLASS_NAMES
+from fashion_jax.model_io import load_model
 
-TRAIN_KEYS = {"model", "epochs_run", "best_epoch", "val_accuracy", "val_loss", "test_accuracy", "workdir", "seconds"}
+TRAIN_KEYS = {
+    "model",
+    "epochs_run",
+    "best_epoch",
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "workdir",
+    "seconds",
+}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,8 +44,14 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
 
 def run_process(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "FASHION_JAX_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "fashion_jax.cli", *map(str, argv)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "fashion_jax.cli", *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def last_json(stdout: str) -> dict:
@@ -55,8 +72,21 @@ def assert_one_error_line(code: int, stderr: str) -> str:
 def trained(tmp_path_factory, real_data):
     """`train --model dense --epochs 1 --subset 512 --json --quiet`, run once for the module."""
     workdir = tmp_path_factory.mktemp("cli") / "dense"
-    code, out, err = run_main(["train", "--model", "dense", "--epochs", "1", "--subset", "512",
-                               "--workdir", workdir, "--json", "--quiet"])
+    code, out, err = run_main(
+        [
+            "train",
+            "--model",
+            "dense",
+            "--epochs",
+            "1",
+            "--subset",
+            "512",
+            "--workdir",
+            workdir,
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0, err
     return workdir, out, err
 
@@ -79,10 +109,13 @@ def images(tmp_path_factory, real_data):
 def test_train_json_summary(trained):
     workdir, out, _ = trained
     summary = last_json(out)
-    assert TRAIN_KEYS <= set(summary)
+    assert set(summary) >= TRAIN_KEYS
     assert summary["model"] == "dense" and summary["epochs_run"] == 1 and summary["best_epoch"] == 1
     assert summary["workdir"] == str(workdir)
-    assert 0.1 < summary["val_accuracy"] <= 1.0 and 0.1 < summary["test_accuracy"] <= 1.0
+    # 16 RMSprop steps on 512 images reach 0.54 (seed 0): far above chance (0.1), and the test
+    # split agrees with the validation split
+    assert summary["val_accuracy"] > 0.4
+    assert abs(summary["test_accuracy"] - summary["val_accuracy"]) < 0.05
     assert np.isfinite(summary["val_loss"]) and summary["seconds"] > 0
     assert (workdir / "history.jsonl").is_file() and (workdir / "result.json").is_file()
 
@@ -101,12 +134,28 @@ def test_evaluate_val_matches_the_train_summary(trained):
 
 def test_checkpoints_at_end_leaves_a_model_that_evaluates_as_trained(tmp_path):
     workdir = tmp_path / "lean"
-    code, out, err = run_main(["train", "--model", "dense", "--epochs", "2", "--subset", "512", "--checkpoints", "end",
-                               "--workdir", workdir, "--json", "--quiet"])
+    code, out, err = run_main(
+        [
+            "train",
+            "--model",
+            "dense",
+            "--epochs",
+            "2",
+            "--subset",
+            "512",
+            "--checkpoints",
+            "end",
+            "--workdir",
+            workdir,
+            "--json",
+            "--quiet",
+        ]
+    )
     assert code == 0, err
     summary = last_json(out)
-    assert not any((workdir / "checkpoints").glob("[0-9]*")) and [p.name for p in (workdir / "best").iterdir()
-                                                                  if p.name.isdigit()] == ["2"]
+    assert not any((workdir / "checkpoints").glob("[0-9]*")) and [
+        p.name for p in (workdir / "best").iterdir() if p.name.isdigit()
+    ] == ["2"]
     code, eval_out, err = run_main(["evaluate", "--workdir", workdir, "--split", "test", "--json"])
     assert code == 0, err
     assert last_json(eval_out)["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
@@ -114,7 +163,9 @@ def test_checkpoints_at_end_leaves_a_model_that_evaluates_as_trained(tmp_path):
 
 def test_evaluate_test_split(trained):
     workdir, out, _ = trained
-    code, eval_out, err = run_main(["evaluate", "--workdir", workdir, "--json"])  # test is the default split
+    code, eval_out, err = run_main(
+        ["evaluate", "--workdir", workdir, "--json"]
+    )  # test is the default split
     assert code == 0, err
     got = last_json(eval_out)
     assert got["split"] == "test" and got["n"] == 10000
@@ -123,7 +174,9 @@ def test_evaluate_test_split(trained):
 
 def test_predict_png_and_npy_agree_with_the_model(trained, images, real_data):
     workdir, _, _ = trained
-    code, out, err = run_main(["predict", "--workdir", workdir, images / "a.png", images / "b.npy", "--json"])
+    code, out, err = run_main(
+        ["predict", "--workdir", workdir, images / "a.png", images / "b.npy", "--json"]
+    )
     assert code == 0, err
     rows = last_json(out)["predictions"]
     assert [Path(r["file"]).name for r in rows] == ["a.png", "b.npy"]
@@ -187,8 +240,14 @@ def test_xor_json():
     code, out, err = run_main(["xor", "--json"])
     assert code == 0, err
     got = last_json(out)
-    assert {"perceptron_accuracy", "mlp_accuracy", "hand_accuracy", "mlp_hidden",
-            "mlp_predictions", "hand_predictions"} <= set(got)
+    assert {
+        "perceptron_accuracy",
+        "mlp_accuracy",
+        "hand_accuracy",
+        "mlp_hidden",
+        "mlp_predictions",
+        "hand_predictions",
+    } <= set(got)
     assert got["hand_accuracy"] == 1.0 and got["hand_predictions"] == [0, 1, 1, 0]
     assert got["mlp_accuracy"] == 1.0 and got["mlp_predictions"] == [0, 1, 1, 0]
     assert got["perceptron_accuracy"] < 1.0  # XOR is not linearly separable
@@ -203,12 +262,17 @@ BAD_TRAIN = {
     "zero epochs": (["--model", "dense", "--epochs", "0"], "--epochs"),
     "negative batch size": (["--model", "dense", "--batch-size", "-1"], "--batch-size"),
     "bogus flag": (["--model", "dense", "--bogus"], "--bogus"),
-    "missing data dir": (["--model", "dense", "--data-dir", "/nonexistent/fashion"], "/nonexistent/fashion"),
+    "missing data dir": (
+        ["--model", "dense", "--data-dir", "/nonexistent/fashion"],
+        "/nonexistent/fashion",
+    ),
     "zero subset": (["--model", "dense", "--subset", "0"], "--subset"),
     "non-numeric epochs": (["--model", "dense", "--epochs", "three"], "three"),
     "unknown checkpoint policy": (["--model", "dense", "--checkpoints", "never"], "never"),
-    "checkpoints at end with mid-epoch saves": (["--model", "dense", "--checkpoints", "end", "--checkpoint-every", "5"],
-                                                "--checkpoint-every"),
+    "checkpoints at end with mid-epoch saves": (
+        ["--model", "dense", "--checkpoints", "end", "--checkpoint-every", "5"],
+        "--checkpoint-every",
+    ),
 }
 
 
@@ -226,8 +290,21 @@ def test_bad_train_input_is_exit_2_with_one_error_line(case, tmp_path):
 def test_resume_into_a_workdir_of_another_model_is_exit_2(trained):
     workdir, _, _ = trained
     before = (workdir / "config.json").read_text()
-    code, out, err = run_main(["train", "--model", "mlp", "--epochs", "1", "--subset", "512", "--workdir", workdir,
-                               "--resume", "--quiet"])
+    code, out, err = run_main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--subset",
+            "512",
+            "--workdir",
+            workdir,
+            "--resume",
+            "--quiet",
+        ]
+    )
     line = assert_one_error_line(code, err)
     assert "dense" in line and "architecture" in line
     assert (workdir / "config.json").read_text() == before
@@ -235,17 +312,47 @@ def test_resume_into_a_workdir_of_another_model_is_exit_2(trained):
 
 def test_fresh_train_into_a_used_workdir_is_exit_2(trained):
     workdir, _, _ = trained
-    code, _, err = run_main(["train", "--model", "dense", "--epochs", "1", "--subset", "512", "--workdir", workdir,
-                             "--quiet"])
+    code, _, err = run_main(
+        [
+            "train",
+            "--model",
+            "dense",
+            "--epochs",
+            "1",
+            "--subset",
+            "512",
+            "--workdir",
+            workdir,
+            "--quiet",
+        ]
+    )
     assert "--resume" in assert_one_error_line(code, err)
 
 
 def test_nan_loss_is_exit_2_naming_the_epoch(tmp_path):
     # Plain SGD at 1e9 on a ReLU MLP overflows to NaN in the first epoch (a dense softmax layer or a
     # sigmoid MLP stays finite at this rate: their gradients are bounded).
-    code, out, err = run_main(["train", "--model", "mlp", "--activation", "relu", "--optimizer", "sgd",
-                               "--learning-rate", "1e9", "--epochs", "1", "--subset", "512",
-                               "--workdir", tmp_path / "nan", "--quiet", "--json"])
+    code, out, err = run_main(
+        [
+            "train",
+            "--model",
+            "mlp",
+            "--activation",
+            "relu",
+            "--optimizer",
+            "sgd",
+            "--learning-rate",
+            "1e9",
+            "--epochs",
+            "1",
+            "--subset",
+            "512",
+            "--workdir",
+            tmp_path / "nan",
+            "--quiet",
+            "--json",
+        ]
+    )
     line = assert_one_error_line(code, err)
     assert "non-finite" in line and "epoch 1" in line
     assert out == ""
@@ -280,7 +387,7 @@ def test_bogus_flag_in_a_real_process_is_exit_2(tmp_path):
     assert proc.stderr.strip().count("\n") == 0  # no usage block either
 
 
-# ------------------------------------------------------------------ on synthetic IDX files (no real data)
+# ------------------------------------------------------------ on synthetic IDX files (no real data)
 
 
 def synthetic(folder: Path) -> list[str]:
@@ -288,13 +395,25 @@ def synthetic(folder: Path) -> list[str]:
 
 
 def steps_in(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def test_overwrite_replaces_the_run_and_only_the_runs_files(tmp_path, synthetic_idx_dir):
     workdir = tmp_path / "run"
-    first = ["train", "--model", "dense", "--epochs", "2", "--workdir", workdir, "--quiet", "--json",
-             *synthetic(synthetic_idx_dir)]
+    first = [
+        "train",
+        "--model",
+        "dense",
+        "--epochs",
+        "2",
+        "--workdir",
+        workdir,
+        "--quiet",
+        "--json",
+        *synthetic(synthetic_idx_dir),
+    ]
     code, out, err = run_main(first)
     assert code == 0, err
     assert steps_in(workdir / "checkpoints") == [25, 50]  # 800 rows / 32 = 25 steps an epoch
@@ -305,8 +424,21 @@ def test_overwrite_replaces_the_run_and_only_the_runs_files(tmp_path, synthetic_
     code, _, err = run_main(first)
     assert "already holds a run" in assert_one_error_line(code, err)
 
-    again = ["train", "--model", "dense", "--epochs", "1", "--seed", "3", "--workdir", workdir, "--quiet",
-             "--json", "--overwrite", *synthetic(synthetic_idx_dir)]
+    again = [
+        "train",
+        "--model",
+        "dense",
+        "--epochs",
+        "1",
+        "--seed",
+        "3",
+        "--workdir",
+        workdir,
+        "--quiet",
+        "--json",
+        "--overwrite",
+        *synthetic(synthetic_idx_dir),
+    ]
     code, out, err = run_main(again)
     assert code == 0, err
     assert last_json(out)["epochs_run"] == 1
@@ -314,7 +446,9 @@ def test_overwrite_replaces_the_run_and_only_the_runs_files(tmp_path, synthetic_
     assert steps_in(workdir / "checkpoints") == [25] and steps_in(workdir / "best") == [1]
     assert len((workdir / "history.jsonl").read_text().splitlines()) == 1
     assert json.loads((workdir / "result.json").read_text())["epochs_run"] == 1
-    assert (workdir / "notes.txt").read_text() == "mine" and (workdir / "mine" / "keep.npy").is_file()
+    assert (workdir / "notes.txt").read_text() == "mine" and (
+        workdir / "mine" / "keep.npy"
+    ).is_file()
     assert (workdir / "plots").is_dir()
     assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]
 
@@ -323,31 +457,59 @@ def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing(tmp_path, synth
     workdir = tmp_path / "foreign"
     (workdir / "checkpoints").mkdir(parents=True)
     (workdir / "checkpoints" / "precious.txt").write_text("keep")
-    code, _, err = run_main(["train", "--model", "dense", "--epochs", "1", "--workdir", workdir, "--quiet",
-                             "--overwrite", *synthetic(synthetic_idx_dir)])
+    code, _, err = run_main(
+        [
+            "train",
+            "--model",
+            "dense",
+            "--epochs",
+            "1",
+            "--workdir",
+            workdir,
+            "--quiet",
+            "--overwrite",
+            *synthetic(synthetic_idx_dir),
+        ]
+    )
     assert "refusing to delete anything" in assert_one_error_line(code, err)
     assert (workdir / "checkpoints" / "precious.txt").read_text() == "keep"
 
 
 def test_cv_json_from_the_command_line(synthetic_idx_dir):
-    code, out, err = run_main(["cv", "--folds", "4", "--subset", "400", "--batch-size", "32", "--json",
-                               *synthetic(synthetic_idx_dir)])
+    code, out, err = run_main(
+        [
+            "cv",
+            "--folds",
+            "4",
+            "--subset",
+            "400",
+            "--batch-size",
+            "32",
+            "--json",
+            *synthetic(synthetic_idx_dir),
+        ]
+    )
     assert code == 0, err
     got = last_json(out)
     assert got["folds"] == 4 and got["fold_sizes"] == [100] * 4 and len(got["fold_accuracies"]) == 4
     assert got["mean_accuracy"] == pytest.approx(np.mean(got["fold_accuracies"]))
     assert got["mean_accuracy"] > 0.5  # ten learnable synthetic classes; chance is 0.1
-    code, text, err = run_main(["cv", "--folds", "4", "--subset", "400", *synthetic(synthetic_idx_dir)])
+    code, text, err = run_main(
+        ["cv", "--folds", "4", "--subset", "400", *synthetic(synthetic_idx_dir)]
+    )
     assert code == 0 and "logreg 4-fold CV: mean accuracy" in text
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["cv", "--folds", "1"], "--folds must be at least 2"),
-    (["cv", "--subset", "3", "--folds", "5"], "--subset must be at least --folds"),
-    (["cv", "--optimizer", "lion"], "invalid choice: 'lion'"),
-    (["cv", "--epochs", "0"], "--epochs must be positive"),
-    (["cv", "--preset", "nope"], "invalid choice: 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["cv", "--folds", "1"], "--folds must be at least 2"),
+        (["cv", "--subset", "3", "--folds", "5"], "--subset must be at least --folds"),
+        (["cv", "--optimizer", "lion"], "invalid choice: 'lion'"),
+        (["cv", "--epochs", "0"], "--epochs must be positive"),
+        (["cv", "--preset", "nope"], "invalid choice: 'nope'"),
+    ],
+)
 def test_cv_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_idx_dir):
     code, _, err = run_main([*argv, *synthetic(synthetic_idx_dir)])
     assert message in assert_one_error_line(code, err)
@@ -356,30 +518,68 @@ def test_cv_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_idx_dir)
 @pytest.fixture(scope="module")
 def synthetic_cnn(tmp_path_factory, synthetic_idx_dir) -> Path:
     workdir = tmp_path_factory.mktemp("synthetic-cnn") / "cnn"
-    code, _, err = run_main(["train", "--model", "cnn", "--filters", "4", "8", "--hidden", "16", "--epochs", "1",
-                             "--workdir", workdir, "--quiet", *synthetic(synthetic_idx_dir)])
+    code, _, err = run_main(
+        [
+            "train",
+            "--model",
+            "cnn",
+            "--filters",
+            "4",
+            "8",
+            "--hidden",
+            "16",
+            "--epochs",
+            "1",
+            "--workdir",
+            workdir,
+            "--quiet",
+            *synthetic(synthetic_idx_dir),
+        ]
+    )
     assert code == 0, err
     return workdir
 
 
 def test_plot_json_from_the_command_line(synthetic_cnn, synthetic_idx_dir, tmp_path):
     out_dir = tmp_path / "figs"
-    code, out, err = run_main(["plot", "--workdir", synthetic_cnn, "--out-dir", out_dir, "--image", "3", "--json",
-                               *synthetic(synthetic_idx_dir)])
+    code, out, err = run_main(
+        [
+            "plot",
+            "--workdir",
+            synthetic_cnn,
+            "--out-dir",
+            out_dir,
+            "--image",
+            "3",
+            "--json",
+            *synthetic(synthetic_idx_dir),
+        ]
+    )
     assert code == 0, err
     written = last_json(out)
-    assert set(written) == {"filters", "feature_input", "feature_maps_conv0", "feature_maps_conv1", "confusion",
-                            "curves"}
+    assert set(written) == {
+        "filters",
+        "feature_input",
+        "feature_maps_conv0",
+        "feature_maps_conv1",
+        "confusion",
+        "curves",
+    }
     for path in written.values():
         assert Path(path).parent == out_dir and Path(path).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--image", "200"], "image_index 200 out of range: the test set has 200 images"),
-    (["--image", "x"], "invalid int value: 'x'"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--image", "200"], "image_index 200 out of range: the test set has 200 images"),
+        (["--image", "x"], "invalid int value: 'x'"),
+    ],
+)
 def test_plot_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_cnn, synthetic_idx_dir):
-    code, _, err = run_main(["plot", "--workdir", synthetic_cnn, *argv, *synthetic(synthetic_idx_dir)])
+    code, _, err = run_main(
+        ["plot", "--workdir", synthetic_cnn, *argv, *synthetic(synthetic_idx_dir)]
+    )
     assert message in assert_one_error_line(code, err)
 
 

@@ -28,10 +28,13 @@ def flags_by_dest(p: argparse.ArgumentParser) -> dict[str, list[argparse.Action]
     return out
 
 
-@pytest.mark.parametrize(("command", "classes"), [
-    ("train", (ModelConfig, TrainConfig, RunOptions)),
-    ("cv", (ModelConfig, TrainConfig, CVOptions)),
-])
+@pytest.mark.parametrize(
+    ("command", "classes"),
+    [
+        ("train", (ModelConfig, TrainConfig, RunOptions)),
+        ("cv", (ModelConfig, TrainConfig, CVOptions)),
+    ],
+)
 def test_every_config_field_has_exactly_one_flag(command, classes):
     actions = flags_by_dest(subparser(command))
     for cls in classes:
@@ -48,7 +51,9 @@ def test_every_flag_has_a_help_sentence_and_shows_its_default():
         for action in p._actions:
             if action.dest in ("help",) or isinstance(action, argparse._HelpAction):
                 continue
-            assert action.help and len(action.help) > 10, f"{name} {action.option_strings or action.dest}"
+            assert action.help and len(action.help) > 10, (
+                f"{name} {action.option_strings or action.dest}"
+            )
             optional_value = action.option_strings and action.nargs != 0 and not action.required
             if optional_value and not isinstance(action, argparse.BooleanOptionalAction):
                 assert "default" in action.help, f"{name} {action.option_strings}"
@@ -56,7 +61,11 @@ def test_every_flag_has_a_help_sentence_and_shows_its_default():
 
 def test_field_defaults_in_the_help_come_from_the_dataclasses():
     helps = {a.dest: a.help for a in subparser("train")._actions}
-    assert "default: 5;" in helps["epochs"] and "chapter 20" in helps["epochs"] and "fast 4" in helps["epochs"]
+    assert (
+        "default: 5;" in helps["epochs"]
+        and "chapter 20" in helps["epochs"]
+        and "fast 4" in helps["epochs"]
+    )
     assert "default: 200" in helps["eval_batch_size"]
     assert "per model:" in helps["dropout"] and "cnn 0.4" in helps["dropout"]
     assert "default: unset" in helps["learning_rate"]
@@ -66,37 +75,67 @@ def parse_train(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["train", *argv])
 
 
-@pytest.mark.parametrize(("argv", "name", "overrides"), [
-    (["--preset", "chapter"], "chapter", {}),
-    (["--preset", "chapter", "--epochs", "3", "--dropout", "0.1"], "chapter", {"epochs": 3, "dropout": 0.1}),
-    (["--preset", "fast", "--optimizer", "sgd"], "fast", {"optimizer": "sgd"}),
-    (["--preset", "fast", "--learning-rate", "0.01", "--schedule", "constant"], "fast",
-     {"learning_rate": 0.01, "schedule": "constant"}),
-    (["--preset", "chapter", "--model", "mlp", "--hidden", "64"], "chapter", {"model": "mlp", "hidden": 64}),
-    (["--preset", "chapter", "--no-restore-best", "--min-delta", "0.01"], "chapter",
-     {"restore_best": False, "min_delta": 0.01}),
-    (["--preset", "chapter", "--filters", "8", "16", "--kernel", "5", "--padding", "valid"], "chapter",
-     {"filters": (8, 16), "kernel": 5, "padding": "valid"}),
-    (["--model", "dense", "--eval-batch-size", "100", "--skip-nonfinite", "3"], None,
-     {"model": "dense", "eval_batch_size": 100, "skip_nonfinite": 3}),
-])
+@pytest.mark.parametrize(
+    ("argv", "name", "overrides"),
+    [
+        (["--preset", "chapter"], "chapter", {}),
+        (
+            ["--preset", "chapter", "--epochs", "3", "--dropout", "0.1"],
+            "chapter",
+            {"epochs": 3, "dropout": 0.1},
+        ),
+        (["--preset", "fast", "--optimizer", "sgd"], "fast", {"optimizer": "sgd"}),
+        (
+            ["--preset", "fast", "--learning-rate", "0.01", "--schedule", "constant"],
+            "fast",
+            {"learning_rate": 0.01, "schedule": "constant"},
+        ),
+        (
+            ["--preset", "chapter", "--model", "mlp", "--hidden", "64"],
+            "chapter",
+            {"model": "mlp", "hidden": 64},
+        ),
+        (
+            ["--preset", "chapter", "--no-restore-best", "--min-delta", "0.01"],
+            "chapter",
+            {"restore_best": False, "min_delta": 0.01},
+        ),
+        (
+            ["--preset", "chapter", "--filters", "8", "16", "--kernel", "5", "--padding", "valid"],
+            "chapter",
+            {"filters": (8, 16), "kernel": 5, "padding": "valid"},
+        ),
+        (
+            ["--model", "dense", "--eval-batch-size", "100", "--skip-nonfinite", "3"],
+            None,
+            {"model": "dense", "eval_batch_size": 100, "skip_nonfinite": 3},
+        ),
+    ],
+)
 def test_preset_and_flags_equal_the_python_preset_with_those_overrides(argv, name, overrides):
     assert train_config(parse_train(*argv)) == config_lib.preset(name, **overrides)
 
 
 def test_run_options_come_from_their_flags():
-    args = parse_train("--model", "dense", "--resume", "--checkpoints", "end", "--devices", "2", "--quiet")
-    assert RunOptions(**given(args, RunOptions)) == RunOptions(resume=True, checkpoints="end", devices=2, quiet=True)
+    args = parse_train(
+        "--model", "dense", "--resume", "--checkpoints", "end", "--devices", "2", "--quiet"
+    )
+    assert RunOptions(**given(args, RunOptions)) == RunOptions(
+        resume=True, checkpoints="end", devices=2, quiet=True
+    )
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--epochs", "three"],
-    ["train", "--optimizer", "lion"],
-    ["train", "--padding", "full"],
-    ["train", "--checkpoints", "never"],
-    ["cv", "--folds", "x"],
-    ["train", "--bogus"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "three"],
+        ["train", "--optimizer", "lion"],
+        ["train", "--padding", "full"],
+        ["train", "--checkpoints", "never"],
+        ["cv", "--folds", "x"],
+        ["train", "--bogus"],
+    ],
+)
 def test_bad_flags_raise_one_line_cli_errors(argv):
     with pytest.raises(CliError) as err:
         build_parser().parse_args(argv)

@@ -1,4 +1,5 @@
-"""config: presets as data, overrides, validation, the JSON round trip, and the registries' names."""
+"""config: presets as data, overrides, validation, the JSON round trip,
+and the registries' names."""
 
 from __future__ import annotations
 
@@ -29,7 +30,13 @@ def test_registries_and_config_name_the_same_models_and_optimizers():
 def test_the_chapter_preset_is_the_chapters_final_setup():
     cfg = preset("chapter")
     assert cfg.model == model_config("cnn") and cfg.model.dropout == 0.4 and cfg.model.hidden == 100
-    assert (cfg.optimizer, cfg.learning_rate, cfg.epochs, cfg.patience, cfg.batch_size) == ("adam", None, 20, 2, 32)
+    assert (cfg.optimizer, cfg.learning_rate, cfg.epochs, cfg.patience, cfg.batch_size) == (
+        "adam",
+        None,
+        20,
+        2,
+        32,
+    )
     assert cfg.monitor == "val_loss" and cfg.restore_best
 
 
@@ -47,7 +54,9 @@ def test_every_preset_is_valid_and_holds_exactly_its_entries(name):
 def test_overrides_apply_to_train_and_model_fields():
     cfg = preset("chapter", epochs=3, dropout=0.2, hidden=64, seed=7, filters=[8, 16])
     assert (cfg.epochs, cfg.seed) == (3, 7)
-    assert cfg.model == dataclasses.replace(model_config("cnn"), dropout=0.2, hidden=64, filters=(8, 16))
+    assert cfg.model == dataclasses.replace(
+        model_config("cnn"), dropout=0.2, hidden=64, filters=(8, 16)
+    )
     assert preset("chapter", epochs=None) == preset("chapter")  # None means "not given"
 
 
@@ -68,34 +77,40 @@ def test_no_preset_needs_a_model():
         preset(None, epochs=2)
 
 
-@pytest.mark.parametrize(("name", "overrides", "match"), [
-    ("nope", {}, "unknown preset 'nope'"),
-    ("chapter", {"epoch": 3}, "unknown setting 'epoch'"),
-    ("chapter", {"model": "resnet"}, "unknown model 'resnet'"),
-])
+@pytest.mark.parametrize(
+    ("name", "overrides", "match"),
+    [
+        ("nope", {}, "unknown preset 'nope'"),
+        ("chapter", {"epoch": 3}, "unknown setting 'epoch'"),
+        ("chapter", {"model": "resnet"}, "unknown model 'resnet'"),
+    ],
+)
 def test_bad_presets_and_overrides_are_one_line_errors(name, overrides, match):
     with pytest.raises(ConfigError, match=match):
         preset(name, **overrides)
 
 
-@pytest.mark.parametrize(("change", "match"), [
-    ({"epochs": 0}, "--epochs must be positive"),
-    ({"batch_size": -1}, "--batch-size must be positive"),
-    ({"eval_batch_size": 0}, "--eval-batch-size must be positive"),
-    ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
-    ({"learning_rate": 0.0}, "--learning-rate must be positive"),
-    ({"patience": -1}, "--patience must be >= 0"),
-    ({"monitor": "loss"}, "--monitor must be one of"),
-    ({"checkpoint_every": -5}, "--checkpoint-every must be >= 0"),
-    ({"skip_nonfinite": -1}, "--skip-nonfinite must be >= 0"),
-    ({"schedule": "linear"}, "unknown schedule 'linear'"),
-    ({"model": ModelConfig(name="cnn", dropout=1.0)}, r"--dropout must be in \[0, 1\)"),
-    ({"model": ModelConfig(name="cnn", activation="gelu")}, "unknown activation 'gelu'"),
-    ({"model": ModelConfig(name="cnn", filters=(32, 0))}, "--filters must be positive"),
-    ({"model": ModelConfig(name="cnn", padding="full")}, "--padding must be same or valid"),
-    ({"model": ModelConfig(name="cnn", num_classes=5)}, "--num-classes must be at least 10"),
-    ({"model": ModelConfig(name="vgg")}, "unknown model 'vgg'"),
-])
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"epochs": 0}, "--epochs must be positive"),
+        ({"batch_size": -1}, "--batch-size must be positive"),
+        ({"eval_batch_size": 0}, "--eval-batch-size must be positive"),
+        ({"optimizer": "lion"}, "unknown optimizer 'lion'"),
+        ({"learning_rate": 0.0}, "--learning-rate must be positive"),
+        ({"patience": -1}, "--patience must be >= 0"),
+        ({"monitor": "loss"}, "--monitor must be one of"),
+        ({"checkpoint_every": -5}, "--checkpoint-every must be >= 0"),
+        ({"skip_nonfinite": -1}, "--skip-nonfinite must be >= 0"),
+        ({"schedule": "linear"}, "unknown schedule 'linear'"),
+        ({"model": ModelConfig(name="cnn", dropout=1.0)}, r"--dropout must be in \[0, 1\)"),
+        ({"model": ModelConfig(name="cnn", activation="gelu")}, "unknown activation 'gelu'"),
+        ({"model": ModelConfig(name="cnn", filters=(32, 0))}, "--filters must be positive"),
+        ({"model": ModelConfig(name="cnn", padding="full")}, "--padding must be same or valid"),
+        ({"model": ModelConfig(name="cnn", num_classes=5)}, "--num-classes must be at least 10"),
+        ({"model": ModelConfig(name="vgg")}, "unknown model 'vgg'"),
+    ],
+)
 def test_validate_refuses_each_bad_value_in_one_line(change, match):
     with pytest.raises(ConfigError, match=match) as err:
         config_lib.validate(dataclasses.replace(TrainConfig(), **change))

@@ -1,4 +1,6 @@
-"""Vmapped k-fold CV: every fold equals that fold trained alone; any model; the chapter's target on real data."""
+"""Vmapped k-fold CV: every fold equals that fold trained alone;
+any model; the chapter's target on real data."""
+
 from __future__ import annotations
 
 import functools
@@ -11,13 +13,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-
 from conftest import require_real_data
 
-from fashion_jax import splits
-from fashion_jax import batching
-from fashion_jax import evaluate
-from fashion_jax import cv, data, steps
+from fashion_jax import batching, cv, data, evaluate, splits, steps
 from fashion_jax.config import ModelConfig, TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import make_optimizer
@@ -31,17 +29,21 @@ def real_train() -> tuple[np.ndarray, np.ndarray]:
     return data.load_split("train", REAL_DIR)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference_init(model: ModelConfig, seed: int) -> dict:
     return init_params(build_model(model), seed)  # fit's init; cached: its compile is the slow part
 
 
-def lone_folds(config: TrainConfig, images: np.ndarray, labels: np.ndarray, folds: int, **kfold) -> tuple[list, list]:
-    """Reference: each fold trained on its own, un-vmapped, as fit would (init_params, data.epoch_order)."""
+def lone_folds(
+    config: TrainConfig, images: np.ndarray, labels: np.ndarray, folds: int, **kfold
+) -> tuple[list, list]:
+    """Reference: each fold trained on its own, un-vmapped, as fit would
+    (init_params, data.epoch_order)."""
     bs = config.batch_size
     folds_rows = splits.kfold_indices(len(labels), folds, **kfold)
     model = build_model(config.model)
-    # The CV's optimizer sees the largest fold's step count (it matters only to a schedule); so does this one.
+    # The CV's optimizer sees the largest fold's step count (it matters only to a schedule); so does
+    # this one.
     tx = make_optimizer(config, config.epochs * -(-max(len(tr) for tr, _ in folds_rows) // bs))
     step = jax.jit(steps.train_step_fn(model, tx, config.seed, bs))
     eval_step = evaluate.make_eval_step(model, 64)
@@ -56,8 +58,13 @@ def lone_folds(config: TrainConfig, images: np.ndarray, labels: np.ndarray, fold
             for _ in range(-(-len(tr) // bs)):
                 state, acc, _ = step(state, acc, order, x, y)
         params.append(state.params)
-        ev = evaluate.evaluate(eval_step, state.params, jax.device_put(images[va]),
-                            jax.device_put(labels[va].astype(np.int32)), 64)
+        ev = evaluate.evaluate(
+            eval_step,
+            state.params,
+            jax.device_put(images[va]),
+            jax.device_put(labels[va].astype(np.int32)),
+            64,
+        )
         accuracies.append(ev["accuracy"])
     return params, accuracies
 
@@ -65,18 +72,32 @@ def lone_folds(config: TrainConfig, images: np.ndarray, labels: np.ndarray, fold
 def assert_matches_lone(result: cv.CVResult, params: list, accuracies: list) -> None:
     for f, lone in enumerate(params):
         fold = jax.tree.map(lambda leaf: np.asarray(leaf[f]), result.params)
-        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-5), fold, lone)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, np.asarray(b), rtol=1e-5, atol=1e-5),
+            fold,
+            lone,
+        )
     np.testing.assert_allclose(result.fold_accuracies, accuracies, atol=1e-5)
 
 
-# n=600, k=3: equal folds of 400 (batch 32: 12 full + one 16-row batch). n=625, k=3: train sizes 416 and
-# 417, so one fold has 13 batches and the others 14 (the short fold must idle through the last step).
+# n=600, k=3: equal folds of 400 (batch 32: 12 full + one 16-row batch). n=625, k=3: train sizes
+# 416 and 417, so one fold has 13 batches and the others 14 (the short fold must idle through the
+# last step).
 CASES = {
     "logreg-equal-folds": (cv.cv_config("logreg", batch_size=32, epochs=2), 600, {}),
     "logreg-unequal-folds": (cv.cv_config("logreg", batch_size=32, epochs=2), 625, {}),
-    "mlp-dropout-unequal-shuffled": (cv.cv_config(model_config("mlp", dropout=0.3), optimizer="momentum",
-                                                  learning_rate=0.05, schedule="constant", batch_size=32, epochs=2),
-                                     625, {"shuffle": True, "seed": 7}),
+    "mlp-dropout-unequal-shuffled": (
+        cv.cv_config(
+            model_config("mlp", dropout=0.3),
+            optimizer="momentum",
+            learning_rate=0.05,
+            schedule="constant",
+            batch_size=32,
+            epochs=2,
+        ),
+        625,
+        {"shuffle": True, "seed": 7},
+    ),
 }
 
 
@@ -85,27 +106,36 @@ def test_vmapped_folds_equal_lone_folds(real_train, case):
     config, n, kfold = CASES[case]
     images, labels = real_train[0][:n], real_train[1][:n]
     result = cv.cross_validate(config, images, labels, 3, **kfold)
-    params, accuracies = lone_folds(config, images, labels, 3, shuffle=kfold.get("shuffle", False),
-                                    seed=kfold.get("seed", 0))
+    params, accuracies = lone_folds(
+        config, images, labels, 3, shuffle=kfold.get("shuffle", False), seed=kfold.get("seed", 0)
+    )
     assert_matches_lone(result, params, accuracies)
-    assert result.fold_sizes == [len(va) for _, va in splits.kfold_indices(n, 3, **{"shuffle": False, **kfold})]
+    assert result.fold_sizes == [
+        len(va) for _, va in splits.kfold_indices(n, 3, **{"shuffle": False, **kfold})
+    ]
     assert result.mean_accuracy == pytest.approx(np.mean(accuracies), abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["logreg", "dense", "mlp", "cnn"])
 def test_any_model(real_train, name):
     images, labels = real_train[0][:90], real_train[1][:90]
-    result = cv.cross_validate(cv.cv_config(name, batch_size=16), images, labels, 3, shuffle=True, seed=1)
+    result = cv.cross_validate(
+        cv.cv_config(name, batch_size=16), images, labels, 3, shuffle=True, seed=1
+    )
     assert result.folds == 3 and len(result.fold_accuracies) == len(result.fold_losses) == 3
     assert all(0.0 <= a <= 1.0 for a in result.fold_accuracies)
     assert all(np.isfinite(result.fold_losses))
     assert all(leaf.shape[0] == 3 for leaf in jax.tree.leaves(result.params))
     summary = json.loads(json.dumps(result.summary()))
-    assert "params" not in summary and summary["mean_accuracy"] == pytest.approx(result.mean_accuracy)
+    assert "params" not in summary and summary["mean_accuracy"] == pytest.approx(
+        result.mean_accuracy
+    )
 
 
 def test_nonfinite_loss_raises(real_train):
-    config = cv.cv_config("logreg", optimizer="sgd", learning_rate=1e38, schedule="constant", batch_size=16)
+    config = cv.cv_config(
+        "logreg", optimizer="sgd", learning_rate=1e38, schedule="constant", batch_size=16
+    )
     with pytest.raises(cv.NonFiniteCVError, match="non-finite loss in fold"):
         cv.cross_validate(config, real_train[0][:60], real_train[1][:60], 2)
 
@@ -130,13 +160,23 @@ print(json.dumps({"devices": len(leaf.sharding.device_set), "spec": str(leaf.sha
 
 
 def test_fold_axis_sharded_over_devices(real_train, tmp_path):
-    """With a device per fold the fold axis is sharded (forced host devices here); results are unchanged."""
+    """With a device per fold the fold axis is sharded (forced host devices here);
+    results are unchanged."""
     images, labels = real_train[0][:300], real_train[1][:300]
     np.save(tmp_path / "x.npy", images)
     np.save(tmp_path / "y.npy", labels)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", SHARDED, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-                         env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=3",
+        "JAX_PLATFORMS": "cpu",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["devices"] == 3 and "fold" in got["spec"]

@@ -1,4 +1,5 @@
-"""data: source resolution, loading checks and the train/validation split, on crafted folders and the real data."""
+"""data: source resolution, loading checks and the train/validation split,
+on crafted folders and the real data."""
 
 from __future__ import annotations
 
@@ -9,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import require_real_data
-from test_splits import SKLEARN_TRAIN_HEAD, SKLEARN_VAL_HEAD, check_folds
+from test_splits import SKLEARN_TRAIN_HEAD, check_folds
 
 from fashion_jax import data
 from fashion_jax.data import (
@@ -35,12 +35,18 @@ REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 def idx_bytes(array: np.ndarray) -> bytes:
     magic = bytes([0, 0, 0x08, array.ndim])
-    return magic + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.astype(np.uint8).tobytes()
+    return (
+        magic
+        + b"".join(d.to_bytes(4, "big") for d in array.shape)
+        + array.astype(np.uint8).tobytes()
+    )
 
 
 def fake_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n, dtype=np.uint8) % NUM_CLASSES
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(
+        n, dtype=np.uint8
+    ) % NUM_CLASSES
 
 
 def write_idx(path: Path, array: np.ndarray, gz: bool = True) -> Path:
@@ -223,7 +229,9 @@ def test_system_folder_is_the_default(monkeypatch, real):
 def test_nothing_found_says_how_to_get_data(no_data):
     with pytest.raises(DataError) as err:
         resolve_source()
-    msg = one_line_naming(err, "apt-get install -y dataset-fashion-mnist", "fashion_mnist", "FASHION_JAX_DATA")
+    msg = one_line_naming(
+        err, "apt-get install -y dataset-fashion-mnist", "fashion_mnist", "FASHION_JAX_DATA"
+    )
     assert "--data-dir" in msg
 
 
@@ -259,7 +267,11 @@ def test_tfds_that_fails_without_tensorflow_is_skipped(monkeypatch, tmp_path, no
 
 def test_real_shapes_and_sizes(real):
     assert real.sizes() == {"train": 48000, "val": 12000, "test": 10000}
-    for x, y in ((real.train_x, real.train_y), (real.val_x, real.val_y), (real.test_x, real.test_y)):
+    for x, y in (
+        (real.train_x, real.train_y),
+        (real.val_x, real.val_y),
+        (real.test_x, real.test_y),
+    ):
         assert x.dtype == y.dtype == np.uint8
         assert x.shape == (len(y), 28, 28) and y.shape == (len(y),)
     assert real.source == f"data_dir:{REAL_DIR}"
@@ -270,7 +282,9 @@ def test_real_class_balance(real, real_train):
     assert list(counts["test"]) == list(CLASS_NAMES)
     assert set(counts["test"].values()) == {1000}
     assert np.bincount(real_train[1]).tolist() == [6000] * 10
-    assert {k: counts["train"][k] + counts["val"][k] for k in CLASS_NAMES} == dict.fromkeys(CLASS_NAMES, 6000)
+    assert {k: counts["train"][k] + counts["val"][k] for k in CLASS_NAMES} == dict.fromkeys(
+        CLASS_NAMES, 6000
+    )
 
 
 def test_real_checksums():

@@ -1,4 +1,5 @@
 """Early stopping as a pure state machine, driven by scripted metric sequences."""
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,10 @@ def test_min_delta_in_max_mode():
     assert [s.best_epoch for s in states] == [0, 0, 2]
 
 
-@pytest.mark.parametrize("monitor, maximize", [("val_accuracy", True), ("accuracy", True),
-                                                ("val_loss", False), ("loss", False)])
+@pytest.mark.parametrize(
+    "monitor, maximize",
+    [("val_accuracy", True), ("accuracy", True), ("val_loss", False), ("loss", False)],
+)
 def test_auto_mode_maximizes_accuracies_only(monitor, maximize):
     assert StopRule(monitor=monitor).maximize is maximize
 
@@ -93,7 +96,7 @@ def test_explicit_modes_override_auto():
     assert run(StopRule(monitor="val_accuracy", mode="min"), [0.5, 0.4])[-1].best_epoch == 1
     assert run(StopRule(monitor="val_loss", mode="max"), [0.5, 0.6])[-1].best_epoch == 1
     with pytest.raises(ValueError, match="mode"):
-        StopRule(mode="sideways").maximize
+        _ = StopRule(mode="sideways").maximize
 
 
 def test_start_epoch_ignores_warm_up_epochs():

@@ -39,8 +39,12 @@ def distribution_pairs(draw):
 def test_hand_values():
     assert float(entropy(jnp.full(4, 0.25))) == pytest.approx(math.log(4), rel=1e-6)
     assert float(entropy(jnp.array([0.0, 1.0, 0.0]))) == 0.0
-    assert float(cross_entropy(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5]))) == pytest.approx(math.log(2))
-    assert float(kl_divergence(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5]))) == pytest.approx(math.log(2))
+    assert float(cross_entropy(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5]))) == pytest.approx(
+        math.log(2)
+    )
+    assert float(kl_divergence(jnp.array([1.0, 0.0]), jnp.array([0.5, 0.5]))) == pytest.approx(
+        math.log(2)
+    )
 
 
 def test_no_nans_at_zero_probabilities():
@@ -90,9 +94,12 @@ def test_sparse_loss_matches_optax_and_one_hot_cross_entropy(logits, label):
     label = jnp.array([label])
     ours = sparse_cross_entropy_from_logits(logits, label)
     one_hot = jax.nn.one_hot(label, logits.shape[-1])
-    np.testing.assert_allclose(ours, optax.softmax_cross_entropy_with_integer_labels(logits, label),
-                               rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(ours, optax.softmax_cross_entropy(logits, one_hot), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours, optax.softmax_cross_entropy_with_integer_labels(logits, label), rtol=1e-5, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ours, optax.softmax_cross_entropy(logits, one_hot), rtol=1e-5, atol=1e-5
+    )
     # One-hot p: H(p) = 0, so cross-entropy == KL == -log q[label]; eps only
     # matters once q[label] < 1e-7, i.e. a loss above ~16 nats.
     q = jax.nn.softmax(logits)

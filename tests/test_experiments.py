@@ -1,4 +1,5 @@
 """experiments/run_all.py end to end: a quick run of some sections into a temporary report root."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import require_real_data
-
 
 pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,8 +22,21 @@ HEADER = "| section | what we ran | our number | chapter's / Keras's number | se
 def report(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     require_real_data(system_dir_only=True)
     out_dir = tmp_path_factory.mktemp("experiments")
-    proc = subprocess.run([sys.executable, str(RUN_ALL), "--quick", "--only", ",".join(SECTIONS),
-                           "--out-dir", str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(RUN_ALL),
+            "--quick",
+            "--only",
+            ",".join(SECTIONS),
+            "--out-dir",
+            str(out_dir),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return out_dir, proc
 
 
@@ -43,11 +55,15 @@ def test_report_has_header_table_and_a_row_per_section(report):
     assert HEADER in lines
     start = lines.index(HEADER) + 2  # header, then the |---| line
     table = [ln for ln in lines[start:] if ln.startswith("|")]
-    table = table[: next((i for i, ln in enumerate(lines[start:]) if not ln.startswith("|")), len(table))]
+    table = table[
+        : next((i for i, ln in enumerate(lines[start:]) if not ln.startswith("|")), len(table))
+    ]
     sections = {ln.split("|")[1].strip() for ln in table}
     assert sections == set(SECTIONS)
     assert all(len(ln.split(" | ")) == 5 for ln in table)  # no cell broke the table
-    assert not [ln for ln in table if " ✗" in ln or "error in" in ln]  # quick: no accuracy targets; checks pass
+    assert not [
+        ln for ln in table if " ✗" in ln or "error in" in ln
+    ]  # quick: no accuracy targets; checks pass
 
 
 def test_referenced_figures_exist(report):

@@ -1,9 +1,11 @@
 """Faults in checkpoints, numbers and workdirs: each one either falls back to the newest intact step
-with a warning or fails with one clear line (exit 2 in the CLI); nothing is loaded or saved silently.
+with a warning or fails with one clear line (exit 2 in the CLI); nothing is loaded or saved
+silently.
 
-Listed with their behaviour in docs/RELIABILITY.md. Everything here runs in-process on the small real
-subset (fit and cli.main), so the whole file takes well under a minute.
+Listed with their behaviour in docs/RELIABILITY.md. Everything here runs in-process on the small
+real subset (fit and cli.main), so the whole file takes well under a minute.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,14 +26,11 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from fashion_jax import model_io
 from fashion_jax import checkpoint as ckpt
-from fashion_jax import cli
-from fashion_jax import data as data_lib
+from fashion_jax import cli, model_io, steps
 from fashion_jax import files as files_lib
 from fashion_jax import history as history_lib
 from fashion_jax import resume as resume_lib
-from fashion_jax import steps
 from fashion_jax import train as train_mod
 from fashion_jax.batching import epoch_order, padded_order
 from fashion_jax.checkpoint import CheckpointError
@@ -42,14 +41,34 @@ from fashion_jax.optim import make_optimizer
 from fashion_jax.train import NonFiniteLossError, WorkdirError, fit
 
 # 512 rows / 32 = 16 steps an epoch: checkpoints/16 and checkpoints/32, best/1 and best/2.
-CONFIG = TrainConfig(model=model_config("mlp", hidden=32, dropout=0.2), optimizer="adam", epochs=2, batch_size=32)
-CLI_TRAIN = ["train", "--model", "mlp", "--hidden", "32", "--dropout", "0.2", "--optimizer", "adam",
-             "--epochs", "2", "--batch-size", "32", "--subset", "512", "--quiet", "--no-verify"]
+CONFIG = TrainConfig(
+    model=model_config("mlp", hidden=32, dropout=0.2), optimizer="adam", epochs=2, batch_size=32
+)
+CLI_TRAIN = [
+    "train",
+    "--model",
+    "mlp",
+    "--hidden",
+    "32",
+    "--dropout",
+    "0.2",
+    "--optimizer",
+    "adam",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "32",
+    "--subset",
+    "512",
+    "--quiet",
+    "--no-verify",
+]
 
 
 @pytest.fixture(autouse=True)
 def synthetic_files(monkeypatch, synthetic_idx_dir):
-    """The CLI runs here read synthetic IDX files ($FASHION_JAX_DATA), like the library runs' data."""
+    """The CLI runs here read synthetic IDX files ($FASHION_JAX_DATA),
+    like the library runs' data."""
     monkeypatch.setenv("FASHION_JAX_DATA", str(synthetic_idx_dir))
 
 
@@ -62,7 +81,11 @@ def one_line(err: BaseException) -> str:
 def run_cli(capsys, *argv: str) -> tuple[int, list[str]]:
     """cli.main in-process: (exit status, stderr lines that are not warnings)."""
     rc = cli.main(list(argv))
-    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("warning:")]
+    err = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if line.strip() and not line.startswith("warning:")
+    ]
     assert not any("Traceback" in line for line in err), err
     return rc, err
 
@@ -78,21 +101,31 @@ def restore(workdir: Path, config: TrainConfig = CONFIG, n_train: int = 512):
     state, acc = templates(config, n_train)
     found = ckpt.RunCheckpoints(workdir)
     try:
-        out = resume_lib.restore(found, state, acc, n_train=n_train, batch_size=config.batch_size,
-                                 steps_per_epoch=-(-n_train // config.batch_size))
+        out = resume_lib.restore(
+            found,
+            state,
+            acc,
+            n_train=n_train,
+            batch_size=config.batch_size,
+            steps_per_epoch=-(-n_train // config.batch_size),
+        )
         return None if out is None else (*out, int(out[0].step))
     finally:
         found.close()
 
 
 def steps_in(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def same_tree(a, b) -> bool:
     la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-    return len(la) == len(lb) and all(np.asarray(x).dtype == np.asarray(y).dtype and
-                                      np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+    return len(la) == len(lb) and all(
+        np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(la, lb)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,12 +177,20 @@ def _random_manifest(step: Path) -> None:
 def _drop(name: str):
     def drop(step: Path) -> None:
         (step / name).unlink()
+
     drop.__name__ = f"_missing_{name.replace('/', '_')}"
     return drop
 
 
-DAMAGE = [_truncate, _random_bytes, _random_manifest, _drop("state/_METADATA"), _drop("state/manifest.ocdbt"),
-          _drop("meta/metadata"), _drop("_CHECKPOINT_METADATA")]
+DAMAGE = [
+    _truncate,
+    _random_bytes,
+    _random_manifest,
+    _drop("state/_METADATA"),
+    _drop("state/manifest.ocdbt"),
+    _drop("meta/metadata"),
+    _drop("_CHECKPOINT_METADATA"),
+]
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=[d.__name__.strip("_") for d in DAMAGE])
@@ -174,7 +215,12 @@ def test_every_step_damaged_fails_in_one_line_and_exit_2(run, capsys):
         restore(run)
     assert "no intact checkpoint" in one_line(info.value)
     rc, err = run_cli(capsys, *CLI_TRAIN, "--workdir", str(run), "--resume")
-    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and "no intact checkpoint" in err[0]
+    assert (
+        rc == 2
+        and len(err) == 1
+        and err[0].startswith("error: ")
+        and "no intact checkpoint" in err[0]
+    )
 
 
 def test_leftover_tmp_folder_is_never_restored_and_is_cleaned_up(run):
@@ -190,31 +236,48 @@ def test_unrelated_files_inside_checkpoint_folders_are_ignored(run):
     (run / "checkpoints" / "scratch").mkdir()
     (run / "best" / "README").write_text("mine")
     assert restore(run)[3] == 32
-    assert (run / "checkpoints" / "notes.txt").read_text() == "mine" and (run / "best" / "README").exists()
+    assert (run / "checkpoints" / "notes.txt").read_text() == "mine" and (
+        run / "best" / "README"
+    ).exists()
 
 
-# ------------------------------------------------------------------ foreign or forged checkpoints: refuse
+# ------------------------------------------------------------ foreign or forged checkpoints: refuse
 
 
 def _forge(run: Path, step: int, change) -> None:
     """Rewrite checkpoints/<step> (same tree) with every array passed through change(key, array)."""
     state, acc = templates(CONFIG, 512)
     manager = ckpt._manager(run / "checkpoints", keep=5)
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(ckpt.abstract({"train": state, "sums": acc})), meta=ocp.args.JsonRestore()))
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(ckpt.abstract({"train": state, "sums": acc})),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
     manager.delete(step)
-    forged = jax.tree_util.tree_map_with_path(lambda path, a: change(jax.tree_util.keystr(path), np.asarray(a)),
-                                              restored["state"])
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(forged),
-                                               meta=ocp.args.JsonSave(dict(restored["meta"]))), force=True)
+    forged = jax.tree_util.tree_map_with_path(
+        lambda path, a: change(jax.tree_util.keystr(path), np.asarray(a)), restored["state"]
+    )
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(forged), meta=ocp.args.JsonSave(dict(restored["meta"]))
+        ),
+        force=True,
+    )
     manager.wait_until_finished()
     manager.close()
 
 
 FORGERIES = {
     "transposed_kernels": lambda k, a: a.T.copy() if a.ndim == 2 else a,  # same size, other shape
-    "other_shape": lambda k, a: np.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype) if a.ndim == 2 else a,
-    "float16": lambda k, a: a.astype(np.float16) if a.dtype == np.float32 else a,  # orbax alone would cast
+    "other_shape": lambda k, a: (
+        np.zeros(a.shape[:-1] + (a.shape[-1] + 1,), a.dtype) if a.ndim == 2 else a
+    ),
+    "float16": lambda k, a: (
+        a.astype(np.float16) if a.dtype == np.float32 else a
+    ),  # orbax alone would cast
     "nan": lambda k, a: np.full_like(a, np.nan) if ".params['hidden']['kernel']" in k else a,
 }
 
@@ -226,7 +289,9 @@ def test_forged_arrays_are_refused_not_reshaped_or_cast(run, name, caplog):
     with pytest.raises(CheckpointError) as info:
         restore(run)
     text = one_line(info.value)
-    assert ("NaN" in text) if name == "nan" else ("in the checkpoint, this model needs" in text), text
+    assert ("NaN" in text) if name == "nan" else ("in the checkpoint, this model needs" in text), (
+        text
+    )
 
 
 def test_forged_best_params_are_refused_by_evaluate(run, capsys):
@@ -235,8 +300,14 @@ def test_forged_best_params_are_refused_by_evaluate(run, capsys):
     step = manager.latest_step()
     params = init_params(build_model(CONFIG.model), 0)
     manager.delete(step)
-    manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(jax.tree.map(lambda a: a.T, params)),
-                                               meta=ocp.args.JsonSave({"epoch": step})), force=True)
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(jax.tree.map(lambda a: a.T, params)),
+            meta=ocp.args.JsonSave({"epoch": step}),
+        ),
+        force=True,
+    )
     manager.wait_until_finished()
     manager.close()
     rc, err = run_cli(capsys, "evaluate", "--workdir", str(run))
@@ -245,7 +316,12 @@ def test_forged_best_params_are_refused_by_evaluate(run, capsys):
 
 def test_checkpoint_of_another_model_is_refused_in_one_line(run, data, tmp_path, capsys):
     other = tmp_path / "logreg"
-    fit(dataclasses.replace(CONFIG, model=model_config("logreg")), data, other, RunOptions(quiet=True))
+    fit(
+        dataclasses.replace(CONFIG, model=model_config("logreg")),
+        data,
+        other,
+        RunOptions(quiet=True),
+    )
     shutil.rmtree(run / "checkpoints")
     shutil.copytree(other / "checkpoints", run / "checkpoints")  # config.json still says mlp
     with pytest.raises(CheckpointError) as info:
@@ -261,16 +337,22 @@ def test_checkpoint_of_another_subset_or_batch_size_is_refused_without_fallback(
     assert "256" in one_line(info.value) and "--subset" in str(info.value)
 
 
-@pytest.mark.parametrize("change", [{"learning_rate": 0.5}, {"seed": 3}, {"model": model_config("mlp", hidden=64)}],
-                         ids=["learning_rate", "seed", "hidden"])
+@pytest.mark.parametrize(
+    "change",
+    [{"learning_rate": 0.5}, {"seed": 3}, {"model": model_config("mlp", hidden=64)}],
+    ids=["learning_rate", "seed", "hidden"],
+)
 def test_resume_with_other_settings_is_refused_in_one_line(run, data, change):
     with pytest.raises(CheckpointError) as info:
         fit(dataclasses.replace(CONFIG, **change), data, run, RunOptions(resume=True, quiet=True))
     one_line(info.value)
 
 
-@pytest.mark.parametrize("content", ["not json at all", json.dumps({"hello": 1}), json.dumps([1, 2])],
-                         ids=["not_json", "foreign_object", "json_list"])
+@pytest.mark.parametrize(
+    "content",
+    ["not json at all", json.dumps({"hello": 1}), json.dumps([1, 2])],
+    ids=["not_json", "foreign_object", "json_list"],
+)
 def test_config_json_that_is_not_ours_is_refused_and_nothing_is_deleted(run, capsys, content):
     (run / "config.json").write_text(content)
     before = sorted(str(p) for p in run.rglob("*"))
@@ -296,7 +378,9 @@ def test_foreign_folder_is_left_alone(tmp_path, data, capsys):
     plain.mkdir()
     (plain / "notes.txt").write_text("precious")
     (plain / "photos").mkdir()
-    fit(CONFIG, data, plain, RunOptions(resume=True, quiet=True))  # --resume of a folder without a run: a fresh start
+    fit(
+        CONFIG, data, plain, RunOptions(resume=True, quiet=True)
+    )  # --resume of a folder without a run: a fresh start
     assert (plain / "notes.txt").read_text() == "precious" and (plain / "photos").is_dir()
     assert steps_in(plain / "checkpoints") == [16, 32]
 
@@ -328,7 +412,9 @@ def test_restore_never_unpickles(run, monkeypatch):
     for name in ("load", "loads", "Unpickler"):
         monkeypatch.setattr(pickle, name, refuse)
     real_np_load = np.load
-    monkeypatch.setattr(np, "load", lambda *a, **k: real_np_load(*a, **{**k, "allow_pickle": False}))
+    monkeypatch.setattr(
+        np, "load", lambda *a, **k: real_np_load(*a, **{**k, "allow_pickle": False})
+    )
     assert restore(run)[3] == 32
     model_io.load_model(run)
     shutil.rmtree(run / "best")
@@ -337,19 +423,23 @@ def test_restore_never_unpickles(run, monkeypatch):
 
 def test_explicit_single_device_sharding_restores_with_an_abstract_target(tmp_path):
     device = jax.devices()[0]
-    params = jax.device_put(init_params(build_model(CONFIG.model), 0), jax.sharding.SingleDeviceSharding(device))
+    params = jax.device_put(
+        init_params(build_model(CONFIG.model), 0), jax.sharding.SingleDeviceSharding(device)
+    )
     path = ckpt.save_weights(tmp_path / "w", params)
     loaded = ckpt.load_weights(path, init_params(build_model(CONFIG.model), 1))
     assert same_tree(loaded, params)
-    assert all(x.sharding == jax.sharding.SingleDeviceSharding(device) for x in jax.tree.leaves(loaded))
+    assert all(
+        x.sharding == jax.sharding.SingleDeviceSharding(device) for x in jax.tree.leaves(loaded)
+    )
 
 
 def test_gpu_saved_checkpoint_restores_on_cpu_through_the_abstract_target(run):
-    """Rewrite the sharding metadata as a GPU host would have written it ("cuda:0"): restoring
-    as the file says needs that GPU; restoring against the abstract target places the arrays here."""
+    """Rewrite the sharding metadata as a GPU host would have written it ("cuda:0"): restoring as
+    the file says needs that GPU; restoring against the abstract target places the arrays here."""
     for sharding_file in run.rglob("_sharding"):
         sharding_file.write_text(sharding_file.read_text().replace("cpu:0", "cuda:0"))
-    with ocp.StandardCheckpointer() as reader, pytest.raises(Exception):
+    with ocp.StandardCheckpointer() as reader, pytest.raises(ValueError):
         reader.restore(run / "best" / str(steps_in(run / "best")[-1]) / "params")
     assert restore(run)[3] == 32
     model_io.load_model(run)
@@ -360,11 +450,23 @@ def test_gpu_saved_checkpoint_restores_on_cpu_through_the_abstract_target(run):
 
 def test_huge_learning_rate_stops_naming_epoch_and_step_and_saves_nothing(tmp_path, capsys):
     workdir = tmp_path / "nan"
-    rc, err = run_cli(capsys, *CLI_TRAIN, "--optimizer", "sgd", "--learning-rate", "1e38", "--workdir", str(workdir))
+    rc, err = run_cli(
+        capsys,
+        *CLI_TRAIN,
+        "--optimizer",
+        "sgd",
+        "--learning-rate",
+        "1e38",
+        "--workdir",
+        str(workdir),
+    )
     assert rc == 2 and len(err) == 1
     assert err[0].startswith("error: non-finite loss at epoch 1, step "), err
     assert steps_in(workdir / "checkpoints") == [] and steps_in(workdir / "best") == []
-    assert not (workdir / "history.jsonl").exists() or history_lib.read_history(workdir / "history.jsonl") == []
+    assert (
+        not (workdir / "history.jsonl").exists()
+        or history_lib.read_history(workdir / "history.jsonl") == []
+    )
 
 
 def with_bad_label(data: FashionMNIST, monkeypatch, rows=(7,)) -> FashionMNIST:
@@ -379,7 +481,9 @@ def with_bad_label(data: FashionMNIST, monkeypatch, rows=(7,)) -> FashionMNIST:
     return dataclasses.replace(data, train_y=y)
 
 
-def test_nan_in_the_second_epoch_keeps_the_last_good_and_best_checkpoints(data, tmp_path, monkeypatch):
+def test_nan_in_the_second_epoch_keeps_the_last_good_and_best_checkpoints(
+    data, tmp_path, monkeypatch
+):
     workdir = tmp_path / "run"
     fit(dataclasses.replace(CONFIG, epochs=1), data, workdir, RunOptions(quiet=True))
     good = restore(workdir)
@@ -396,7 +500,12 @@ def test_nan_in_the_second_epoch_keeps_the_last_good_and_best_checkpoints(data, 
 def test_overflowing_epoch_sums_stop_the_run(data, tmp_path):
     # Every batch loss finite (about 1e37), their float32 sum over the epoch is not.
     with pytest.raises(NonFiniteLossError) as info:
-        fit(dataclasses.replace(CONFIG, optimizer="sgd", learning_rate=1e36), data, tmp_path / "run", RunOptions(quiet=True))
+        fit(
+            dataclasses.replace(CONFIG, optimizer="sgd", learning_rate=1e36),
+            data,
+            tmp_path / "run",
+            RunOptions(quiet=True),
+        )
     assert "epoch 1" in one_line(info.value)
     assert steps_in(tmp_path / "run" / "best") == []
 
@@ -410,16 +519,22 @@ def nan_gradients(monkeypatch):
     def poisoned(logits, labels, *args, **kwargs):
         # NaN times the row's logits only on bad rows: a where() over a NaN branch would leak NaN
         # gradients into every row (its VJP multiplies NaN by the zero cotangent).
-        return real(logits, labels, *args, **kwargs) + jax.numpy.where(labels >= 10, jax.numpy.nan, 0.0) * logits.sum(-1)
+        return real(logits, labels, *args, **kwargs) + jax.numpy.where(
+            labels >= 10, jax.numpy.nan, 0.0
+        ) * logits.sum(-1)
 
     monkeypatch.setattr(optax, "softmax_cross_entropy_with_integer_labels", poisoned)
 
 
 def test_skip_nonfinite_survives_occasional_bad_batches(data, tmp_path, nan_gradients, monkeypatch):
     config = dataclasses.replace(CONFIG, skip_nonfinite=2)
-    result = fit(config, with_bad_label(data, monkeypatch), tmp_path / "run", RunOptions(quiet=True))
+    result = fit(
+        config, with_bad_label(data, monkeypatch), tmp_path / "run", RunOptions(quiet=True)
+    )
     assert result.epochs_run == 2
-    assert all(np.isfinite(row["val_loss"]) and np.isfinite(row["accuracy"]) for row in result.history)
+    assert all(
+        np.isfinite(row["val_loss"]) and np.isfinite(row["accuracy"]) for row in result.history
+    )
     state = restore(tmp_path / "run", config)[0]
     assert int(state.opt_state.total_notfinite) == 2  # one bad batch an epoch, each skipped
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.params))
@@ -435,17 +550,25 @@ def applied_update_means(config: TrainConfig, data: FashionMNIST, epochs: int) -
     images, labels = jax.device_put(data.train_x), jax.device_put(data.train_y.astype(np.int32))
     means = []
     for epoch in range(epochs):
-        sums, order = steps.epoch_sums(n), padded_order(epoch_order(n, config.seed, epoch), config.batch_size)
+        sums, order = (
+            steps.epoch_sums(n),
+            padded_order(epoch_order(n, config.seed, epoch), config.batch_size),
+        )
         total, rows = 0.0, 0
         for _ in range(n // config.batch_size):
             state, sums, metrics = step(state, sums, order, images, labels)
             if np.isfinite(float(metrics["loss"])):
-                total, rows = total + float(metrics["loss"]) * config.batch_size, rows + config.batch_size
+                total, rows = (
+                    total + float(metrics["loss"]) * config.batch_size,
+                    rows + config.batch_size,
+                )
         means.append(total / rows)
     return means
 
 
-def test_skip_nonfinite_logs_the_mean_loss_of_the_applied_updates(data, tmp_path, nan_gradients, monkeypatch):
+def test_skip_nonfinite_logs_the_mean_loss_of_the_applied_updates(
+    data, tmp_path, nan_gradients, monkeypatch
+):
     config = dataclasses.replace(CONFIG, skip_nonfinite=2)
     bad = with_bad_label(data, monkeypatch, rows=(7, 300))
     result = fit(config, bad, tmp_path / "run", RunOptions(quiet=True))
@@ -456,10 +579,17 @@ def test_skip_nonfinite_logs_the_mean_loss_of_the_applied_updates(data, tmp_path
     assert all(np.isfinite(got))
 
 
-def test_skip_nonfinite_gives_up_after_too_many_bad_updates_in_a_row(data, tmp_path, nan_gradients, monkeypatch):
+def test_skip_nonfinite_gives_up_after_too_many_bad_updates_in_a_row(
+    data, tmp_path, nan_gradients, monkeypatch
+):
     workdir = tmp_path / "run"
     with pytest.raises(NonFiniteLossError) as info:
-        fit(dataclasses.replace(CONFIG, skip_nonfinite=2), with_bad_label(data, monkeypatch, rows=range(512)), workdir, RunOptions(quiet=True))
+        fit(
+            dataclasses.replace(CONFIG, skip_nonfinite=2),
+            with_bad_label(data, monkeypatch, rows=range(512)),
+            workdir,
+            RunOptions(quiet=True),
+        )
     assert "non-finite parameters in epoch 1" in one_line(info.value)
     assert steps_in(workdir / "checkpoints") == [] and steps_in(workdir / "best") == []
 
@@ -469,14 +599,18 @@ def test_skip_nonfinite_gives_up_after_too_many_bad_updates_in_a_row(data, tmp_p
 
 def _mount(path: Path, options: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """mount(size) -> a fresh tmpfs folder; needs root (CI runs as root; skipped elsewhere, where the
-    monkeypatched variants below still run)."""
+    """mount(size) -> a fresh tmpfs folder; needs root (CI runs as root; skipped elsewhere, where
+    the monkeypatched variants below still run)."""
     mounted = []
 
     def mount(size: str) -> Path:
@@ -499,7 +633,8 @@ def remount(path: Path, mode: str) -> None:
 
 
 def after_epochs(n: int, action):
-    """A should_stop callback that runs action() once, at the end of epoch n (fit asks once an epoch here)."""
+    """A should_stop callback that runs action() once, at the end of epoch n
+    (fit asks once an epoch here)."""
     calls = []
 
     def hook() -> bool:
@@ -536,11 +671,19 @@ def test_workdir_turning_read_only_mid_run_fails_in_one_line_and_keeps_the_last_
 
     t0 = time.monotonic()
     with pytest.raises(CheckpointError) as info:
-        fit(dataclasses.replace(CONFIG, epochs=3), data, workdir, RunOptions(quiet=True), should_stop=after_epochs(1, freeze))
+        fit(
+            dataclasses.replace(CONFIG, epochs=3),
+            data,
+            workdir,
+            RunOptions(quiet=True),
+            should_stop=after_epochs(1, freeze),
+        )
     assert "Read-only file system" in one_line(info.value)
     # No Orbax thread is left waiting for a tmp folder it could not create (that kept the process
     # alive for 5 minutes after the error): the save is refused before Orbax starts.
-    assert not [t for t in threading.enumerate() if t.name in ("array_type_handler", "json_ch_save")]
+    assert not [
+        t for t in threading.enumerate() if t.name in ("array_type_handler", "json_ch_save")
+    ]
     assert time.monotonic() - t0 < 120
     remount(mnt, "rw")
     assert restore(workdir, dataclasses.replace(CONFIG, epochs=3))[3] == 16
@@ -575,7 +718,9 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_step(data, tmp_p
     assert restore(tmp_path / "run")[3] == 16
 
 
-def test_disk_full_while_writing_history_is_one_line_and_keeps_the_old_file(run, capsys, monkeypatch):
+def test_disk_full_while_writing_history_is_one_line_and_keeps_the_old_file(
+    run, capsys, monkeypatch
+):
     before = (run / "history.jsonl").read_bytes()
 
     def no_space(fd):
@@ -609,6 +754,12 @@ def test_workdir_deleted_mid_run_fails_in_one_line(data, tmp_path):
         shutil.rmtree(workdir)
 
     with pytest.raises((WorkdirError, CheckpointError, OSError)) as info:
-        fit(dataclasses.replace(CONFIG, epochs=3), data, workdir, RunOptions(quiet=True), should_stop=after_epochs(1, delete))
+        fit(
+            dataclasses.replace(CONFIG, epochs=3),
+            data,
+            workdir,
+            RunOptions(quiet=True),
+            should_stop=after_epochs(1, delete),
+        )
     assert "disappeared" in one_line(info.value) or "No such file" in str(info.value)
     assert not (workdir / "checkpoints").exists()  # nothing half-recreated

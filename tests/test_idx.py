@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from fashion_jax.idx import IDX_DTYPES, OFFICIAL_SHA256, DataError, load_idx, read_idx, sha256_of
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 CODES = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
 # Header bytes are untrusted; whatever they say, reading may only cost about one read chunk.
 MEMORY_BOUND = 4 << 20
@@ -116,7 +118,8 @@ def test_load_idx_reports_decompressed_size_and_sha(tmp_path, gz):
 
 def test_official_table_matches_data_md():
     assert set(OFFICIAL_SHA256) == {
-        "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+        "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
     }  # fmt: skip
     assert OFFICIAL_SHA256["train-images-idx3-ubyte"][0] == 16 + 60000 * 28 * 28
     assert OFFICIAL_SHA256["t10k-labels-idx1-ubyte"][0] == 8 + 10000
@@ -142,7 +145,9 @@ def test_directory_and_fifo_are_rejected_without_blocking(tmp_path):
 
 
 def test_truncated_gzip(tmp_path):
-    compressed = gzip.compress(idx_bytes(np.random.default_rng(0).integers(0, 256, (50, 28, 28), np.uint8)))
+    compressed = gzip.compress(
+        idx_bytes(np.random.default_rng(0).integers(0, 256, (50, 28, 28), np.uint8))
+    )
     path = tmp_path / "train-images-idx3-ubyte.gz"
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(DataError) as err:

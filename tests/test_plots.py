@@ -1,4 +1,5 @@
 """Figures of a restored model: filters, feature maps, confusion matrix, curves; on real images."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,11 +13,11 @@ from matplotlib.image import imread
 from PIL import Image
 
 from fashion_jax import evaluate
-from fashion_jax import plots as viz, steps
-from fashion_jax.model_io import save_model
+from fashion_jax import plots as viz
 from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data import FashionMNIST
 from fashion_jax.history import write_history
+from fashion_jax.model_io import save_model
 from fashion_jax.models import build_model, init_params
 from fashion_jax.train import fit
 
@@ -27,10 +28,18 @@ N_TEST = 1234  # not a multiple of the 1000-image eval batch: the last batch is 
 
 @pytest.fixture(scope="module")
 def small(real_data: FashionMNIST) -> FashionMNIST:
-    """256 train / 256 val / 1234 test real images (real_data, from conftest, skips without the files)."""
+    """256 train / 256 val / 1234 test real images
+    (real_data, from conftest, skips without the files)."""
     d = real_data
-    return FashionMNIST(d.train_x[:256], d.train_y[:256], d.val_x[:256], d.val_y[:256],
-                        d.test_x[:N_TEST], d.test_y[:N_TEST], d.source)
+    return FashionMNIST(
+        d.train_x[:256],
+        d.train_y[:256],
+        d.val_x[:256],
+        d.val_y[:256],
+        d.test_x[:N_TEST],
+        d.test_y[:N_TEST],
+        d.source,
+    )
 
 
 def _fit(name: str, data: FashionMNIST, workdir: Path) -> tuple[Path, nn.Module, Any]:
@@ -53,14 +62,26 @@ def cnn_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module, 
     model = build_model(config.model)
     params = init_params(model, config.seed)
     save_model(workdir, config, params)
-    write_history(workdir / "history.jsonl", [
-        {"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 10, "val_loss": 1.1 / e, "val_accuracy": 0.5 + e / 11}
-        for e in (1, 2)])
+    write_history(
+        workdir / "history.jsonl",
+        [
+            {
+                "epoch": e,
+                "loss": 1.0 / e,
+                "accuracy": 0.5 + e / 10,
+                "val_loss": 1.1 / e,
+                "val_accuracy": 0.5 + e / 11,
+            }
+            for e in (1, 2)
+        ],
+    )
     return workdir, model, params
 
 
 @pytest.fixture(scope="module")
-def dense_run(small: FashionMNIST, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, nn.Module, Any]:
+def dense_run(
+    small: FashionMNIST, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, nn.Module, Any]:
     return _fit("dense", small, tmp_path_factory.mktemp("dense"))
 
 
@@ -75,10 +96,22 @@ def _read_png(path: str | Path) -> np.ndarray:
 def test_plot_all_cnn_writes_every_figure(cnn_run, small: FashionMNIST) -> None:
     cnn_dir = cnn_run[0]
     out = viz.plot_all(cnn_dir, small, image_index=3)
-    assert set(out) == {"filters", "feature_input", "feature_maps_conv0", "feature_maps_conv1", "confusion", "curves"}
+    assert set(out) == {
+        "filters",
+        "feature_input",
+        "feature_maps_conv0",
+        "feature_maps_conv1",
+        "confusion",
+        "curves",
+    }
     assert {Path(p).name for p in out.values()} == {
-        "filters_conv0.png", "feature_input.png", "feature_maps_conv0.png", "feature_maps_conv1.png",
-        "confusion.png", "curves.png"}
+        "filters_conv0.png",
+        "feature_input.png",
+        "feature_maps_conv0.png",
+        "feature_maps_conv1.png",
+        "confusion.png",
+        "curves.png",
+    }
     assert all(Path(p).parent == cnn_dir / "plots" for p in out.values())
     aspect = {name: (lambda im: im.shape[1] / im.shape[0])(_read_png(p)) for name, p in out.items()}
     assert aspect["filters"] > 4  # 2 x 16 tiles
@@ -94,8 +127,12 @@ def test_feature_maps_are_the_activated_conv_outputs(cnn_run) -> None:
     maps = viz.feature_maps(model, params, image)
     assert {k: v.shape for k, v in maps.items()} == {"conv0": (28, 28, 32), "conv1": (14, 14, 64)}
     # conv0 recomputed by hand: the first layer's output after ReLU, on the image scaled by 1/255
-    conv0 = nn.Conv(32, (3, 3), padding="SAME").apply({"params": params["conv0"]}, image[None, ..., None] / 255.0)
-    np.testing.assert_allclose(maps["conv0"], np.maximum(np.asarray(conv0[0]), 0), rtol=1e-5, atol=1e-5)
+    conv0 = nn.Conv(32, (3, 3), padding="SAME").apply(
+        {"params": params["conv0"]}, image[None, ..., None] / 255.0
+    )
+    np.testing.assert_allclose(
+        maps["conv0"], np.maximum(np.asarray(conv0[0]), 0), rtol=1e-5, atol=1e-5
+    )
     with pytest.raises(ValueError, match="28, 28"):
         viz.feature_maps(model, params, image[None])
 
@@ -104,17 +141,28 @@ def test_confusion_matrix_agrees_with_evaluate(cnn_run, small: FashionMNIST) -> 
     _, model, params = cnn_run
     cm = viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=1000)
     assert cm.shape == (10, 10) and cm.sum() == N_TEST
-    np.testing.assert_array_equal(cm.sum(axis=1), np.bincount(small.test_y, minlength=10))  # rows = true class
-    evaluated = evaluate.evaluate(evaluate.make_eval_step(model, 1000), params, jax.device_put(small.test_x),
-                               jax.device_put(small.test_y.astype(np.int32)), 1000)
+    np.testing.assert_array_equal(
+        cm.sum(axis=1), np.bincount(small.test_y, minlength=10)
+    )  # rows = true class
+    evaluated = evaluate.evaluate(
+        evaluate.make_eval_step(model, 1000),
+        params,
+        jax.device_put(small.test_x),
+        jax.device_put(small.test_y.astype(np.int32)),
+        1000,
+    )
     assert np.trace(cm) / cm.sum() == pytest.approx(evaluated["accuracy"], abs=1e-12)
-    np.testing.assert_array_equal(viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=500), cm)
+    np.testing.assert_array_equal(
+        viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=500), cm
+    )
     for labels in (np.array([0, 1, 10]), np.array([0, 1])):  # a label out of range, one label short
         with pytest.raises(ValueError, match="one label in 0..9 per image"):
             viz.confusion_matrix(model, params, small.test_x[:3], labels)
 
 
-def test_dense_workdir_skips_filters_but_plots_the_rest(dense_run, small: FashionMNIST, tmp_path: Path) -> None:
+def test_dense_workdir_skips_filters_but_plots_the_rest(
+    dense_run, small: FashionMNIST, tmp_path: Path
+) -> None:
     dense_dir, model, params = dense_run
     out = viz.plot_all(dense_dir, small, out_dir=tmp_path / "figs")
     note = "skipped: model dense has no conv layers"
@@ -126,9 +174,13 @@ def test_dense_workdir_skips_filters_but_plots_the_rest(dense_run, small: Fashio
 
 
 @pytest.mark.parametrize("index", [N_TEST, -1])
-def test_image_index_out_of_range_is_one_line(index: int, tmp_path: Path, small: FashionMNIST) -> None:
+def test_image_index_out_of_range_is_one_line(
+    index: int, tmp_path: Path, small: FashionMNIST
+) -> None:
     with pytest.raises(ValueError, match="out of range") as err:
-        viz.plot_all(tmp_path, small, image_index=index)  # checked before any restore: tmp_path holds no run
+        viz.plot_all(
+            tmp_path, small, image_index=index
+        )  # checked before any restore: tmp_path holds no run
     assert "\n" not in str(err.value)
     assert not (tmp_path / "plots").exists()
 
@@ -143,7 +195,10 @@ def test_plot_filters_shows_channel_zero_of_a_multichannel_kernel(tmp_path: Path
 
 def test_plot_samples_is_one_row_of_ten(tmp_path):
     rng = np.random.default_rng(0)
-    images, labels = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), rng.integers(0, 10, 12).astype(np.uint8)
+    images, labels = (
+        rng.integers(0, 256, (12, 28, 28), dtype=np.uint8),
+        rng.integers(0, 10, 12).astype(np.uint8),
+    )
     out = viz.plot_samples(images, labels, tmp_path / "fig" / "samples.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = Image.open(out).size

@@ -3,8 +3,9 @@
 A run killed with SIGKILL at any moment (mid-epoch, between epochs, during a checkpoint write),
 or stopped by SIGINT/SIGTERM, and then resumed with --resume, must leave exactly the same bits as
 an uninterrupted run: best params, newest full state, history.jsonl and result.json metrics
-(`fashion_jax.resume.fingerprint`). experiments/soak_resume.py does the same at random moments.
+(`fashion_jax.workdir.fingerprint`). experiments/soak_resume.py does the same at random moments.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,17 +16,30 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import require_real_data
 
-from fashion_jax.resume import fingerprint
+from fashion_jax.workdir import fingerprint
 
 pytestmark = pytest.mark.slow  # about 10 training processes; `make test` runs them
 
 # 1200 rows / batch 8 = 150 steps an epoch: on CPU one 100-step scan then 50 single steps, with a
 # checkpoint every 5 steps from step 100 on; dropout, so the per-step keys matter.
-TRAIN = ["--model", "mlp", "--dropout", "0.3", "--subset", "1200", "--epochs", "2", "--batch-size", "8",
-         "--checkpoint-every", "5", "--quiet", "--json"]
+TRAIN = [
+    "--model",
+    "mlp",
+    "--dropout",
+    "0.3",
+    "--subset",
+    "1200",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--checkpoint-every",
+    "5",
+    "--quiet",
+    "--json",
+]
 EPOCH = 150
 TIMEOUT = 300
 
@@ -40,21 +54,34 @@ def command(workdir: Path, *extra: str, hold: str | None = None) -> list[str]:
 
 
 def start(workdir: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
-    return subprocess.Popen(command(workdir, *extra, hold=hold), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ))
+    return subprocess.Popen(
+        command(workdir, *extra, hold=hold),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
 
 
 def finish(workdir: Path) -> None:
-    done = subprocess.run(command(workdir, "--resume"), capture_output=True, text=True, timeout=TIMEOUT)
+    done = subprocess.run(
+        command(workdir, "--resume"), capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
 def steps_in(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def tmp_dirs(folder: Path) -> list[str]:
-    return [p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name] if folder.is_dir() else []
+    return (
+        [p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+        if folder.is_dir()
+        else []
+    )
 
 
 def history_rows(workdir: Path) -> int:
@@ -68,7 +95,9 @@ def wait_until(proc: subprocess.Popen, ready, what: str, timeout: float = TIMEOU
         if ready():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}: {proc.stderr.read()[-1500:]}")
+            raise AssertionError(
+                f"process ended (rc {proc.returncode}) before {what}: {proc.stderr.read()[-1500:]}"
+            )
         time.sleep(0.005)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -92,11 +121,14 @@ def reference(tmp_path_factory) -> dict:
     return fingerprint(workdir)
 
 
-def test_sigkill_mid_epoch_between_epochs_and_during_a_save_then_resume_is_bitwise_exact(reference, tmp_path):
+def test_sigkill_mid_epoch_between_epochs_and_during_a_save_then_resume_is_bitwise_exact(
+    reference, tmp_path
+):
     workdir = tmp_path / "run"
     ckpts, best = workdir / "checkpoints", workdir / "best"
 
-    # 1. --resume on an empty workdir starts fresh; killed in the first epoch, after a mid-epoch checkpoint.
+    # 1. --resume on an empty workdir starts fresh; killed in the first epoch, after a mid-epoch
+    # checkpoint.
     proc = start(workdir, "--resume")
     wait_until(proc, lambda: any(0 < s < EPOCH for s in steps_in(ckpts)), "a mid-epoch checkpoint")
     sigkill(proc)
@@ -110,20 +142,32 @@ def test_sigkill_mid_epoch_between_epochs_and_during_a_save_then_resume_is_bitwi
     # 3. Killed while the epoch-2 end state is being written (held in its tmp folder by the test
     #    hook) and after best/2 was committed: best/ is one epoch ahead of the newest intact state.
     proc = start(workdir, "--resume", hold=f"{2 * EPOCH}:60")
-    wait_until(proc, lambda: (f"{2 * EPOCH}.orbax-checkpoint-tmp" in tmp_dirs(ckpts) and steps_in(best) == [2]
-                              and history_rows(workdir) == 2), "the held epoch-2 save with best/2 committed")
+    wait_until(
+        proc,
+        lambda: (
+            f"{2 * EPOCH}.orbax-checkpoint-tmp" in tmp_dirs(ckpts)
+            and steps_in(best) == [2]
+            and history_rows(workdir) == 2
+        ),
+        "the held epoch-2 save with best/2 committed",
+    )
     sigkill(proc)
     assert max(steps_in(ckpts)) < 2 * EPOCH and steps_in(best) == [2]
-    assert history_rows(workdir) == 2  # written right after the save was issued: ahead of the checkpoint
+    assert (
+        history_rows(workdir) == 2
+    )  # written right after the save was issued: ahead of the checkpoint
 
-    # 4. Resume to the end: redoes the rest of epoch 2, rewrites best/2, history.jsonl from the checkpoint.
+    # 4. Resume to the end: redoes the rest of epoch 2, rewrites best/2, history.jsonl from the
+    # checkpoint.
     finish(workdir)
     assert not tmp_dirs(ckpts) and not tmp_dirs(best)
     assert fingerprint(workdir) == reference
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(reference, tmp_path, signum):
+def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(
+    reference, tmp_path, signum
+):
     workdir = tmp_path / "run"
     proc = start(workdir)
     wait_until(proc, lambda: bool(steps_in(workdir / "checkpoints")), "the first checkpoint")
@@ -131,7 +175,10 @@ def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(re
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 128 + signum, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith("interrupted: stopped in epoch 1 at step ") and "resume with: fashion-jax train" in last
+    assert (
+        last.startswith("interrupted: stopped in epoch 1 at step ")
+        and "resume with: fashion-jax train" in last
+    )
     assert last.endswith("--resume") and "Traceback" not in err
     step = int(last.split(" at step ")[1].split(";")[0])
     assert steps_in(workdir / "checkpoints")[-1] == step and not tmp_dirs(workdir / "checkpoints")
@@ -141,9 +188,14 @@ def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(re
 
 def test_second_ctrl_c_exits_at_once_and_corrupts_nothing(reference, tmp_path):
     workdir = tmp_path / "run"
-    # Hold every save from step 105 on, so the second Ctrl-C lands while the stop's save is in flight.
+    # Hold every save from step 105 on, so the second Ctrl-C lands while the stop's save is in
+    # flight.
     proc = start(workdir, hold="105:60")
-    wait_until(proc, lambda: "105.orbax-checkpoint-tmp" in tmp_dirs(workdir / "checkpoints"), "the held save")
+    wait_until(
+        proc,
+        lambda: "105.orbax-checkpoint-tmp" in tmp_dirs(workdir / "checkpoints"),
+        "the held save",
+    )
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     t0 = time.monotonic()

@@ -25,6 +25,7 @@ paddings = st.one_of(st.sampled_from(["same", "valid"]), st.integers(0, 3))
 
 # --- the chapter's worked examples -------------------------------------------
 
+
 def test_chapter_valid_4x4_with_3x3_is_2x2():
     assert conv_output_size(4, 3) == 2
     assert measured_conv_sizes([4], 3, 1, "valid").tolist() == [2]
@@ -53,8 +54,14 @@ def test_cnn_walk_matches_chapter():
     rows = shape_walk((28, 28, 1), cnn_layers())
     shapes = [shape for _, shape in rows]
     assert shapes == [
-        (28, 28, 1), (28, 28, 32), (14, 14, 32), (14, 14, 64), (7, 7, 64),
-        (3136,), (100,), (10,),
+        (28, 28, 1),
+        (28, 28, 32),
+        (14, 14, 32),
+        (14, 14, 64),
+        (7, 7, 64),
+        (3136,),
+        (100,),
+        (10,),
     ]
     assert rows[0][0] == "input"
     table = format_walk(rows)
@@ -69,9 +76,19 @@ def test_walk_valid_padding_and_dense_on_last_axis():
 
 # --- errors --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "args",
-    [(0, 3), (4, 0), (4, 3, 0), (-1, 3), (4, 3, 1, "full"), (4, 3, 1, -1), (2, 3), (3, 3, 1, "valid", 2)],
+    [
+        (0, 3),
+        (4, 0),
+        (4, 3, 0),
+        (-1, 3),
+        (4, 3, 1, "full"),
+        (4, 3, 1, -1),
+        (2, 3),
+        (3, 3, 1, "valid", 2),
+    ],
 )
 def test_bad_arguments_raise(args):
     with pytest.raises(ValueError):
@@ -86,6 +103,7 @@ def test_walk_rejects_unknown_kind_and_conv_after_flatten():
 
 
 # --- formula vs XLA ---------------------------------------------------------
+
 
 @PROPS
 @given(n=st.integers(1, 40), k=st.integers(1, 7), s=st.integers(1, 4), p=paddings)
@@ -117,12 +135,19 @@ def test_same_padding_matches_lax_padtype_to_pads(n, k, s, d):
     (lax_pads,) = lax.padtype_to_pads((n,), (k_eff,), (s,), "SAME")
     assert same_padding(n, k, s, d) == tuple(lax_pads)
     # Padding explicitly by those amounts reproduces SAME's size.
-    assert conv_output_size(n, k, s, same_padding(n, k, s, d), d) == conv_output_size(n, k, s, "same", d)
+    assert conv_output_size(n, k, s, same_padding(n, k, s, d), d) == conv_output_size(
+        n, k, s, "same", d
+    )
 
 
 @PROPS
-@given(n=st.integers(1, 30), k=st.integers(1, 4), s=st.integers(1, 3),
-       d=st.integers(1, 3), p=st.sampled_from(["same", "valid", 1, (0, 2)]))
+@given(
+    n=st.integers(1, 30),
+    k=st.integers(1, 4),
+    s=st.integers(1, 3),
+    d=st.integers(1, 3),
+    p=st.sampled_from(["same", "valid", 1, (0, 2)]),
+)
 def test_dilated_conv_matches_lax(n, k, s, d, p):
     (measured,) = measured_conv_sizes([n], k, s, p, dilation=d)
     try:

@@ -1,4 +1,6 @@
-"""The train and eval steps: loss goes down, one compile per epoch, masking, dropout keys, evaluate."""
+"""The train and eval steps: loss goes down, one compile per epoch,
+masking, dropout keys, evaluate."""
+
 from __future__ import annotations
 
 import functools
@@ -9,23 +11,24 @@ import numpy as np
 import optax
 import pytest
 
-from fashion_jax import batching
-from fashion_jax import evaluate
-from fashion_jax import steps
-from fashion_jax.config import TrainConfig, model_config
+from fashion_jax import batching, evaluate, steps
 from fashion_jax.batching import epoch_order
+from fashion_jax.config import TrainConfig, model_config
 from fashion_jax.models import build_model, init_params
 from fashion_jax.optim import OPTIMIZERS, make_optimizer
 
 
 def device_split(data, n: int, start: int = 0):
-    x = jax.device_put(data.train_x[start:start + n])
-    y = jax.device_put(data.train_y[start:start + n].astype(np.int32))
+    x = jax.device_put(data.train_x[start : start + n])
+    y = jax.device_put(data.train_y[start : start + n].astype(np.int32))
     return x, y
 
 
 def leaves_equal(a, b) -> bool:
-    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def copy_tree(tree):
@@ -35,12 +38,17 @@ def copy_tree(tree):
 
 @functools.partial(jax.jit, static_argnames=("model", "train"))
 def _mean_loss(model, params, images, labels, rngs, train):
-    logits = model.apply({"params": params}, images.astype(jnp.float32) / 255.0, train=train, rngs=rngs)
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32)))
+    logits = model.apply(
+        {"params": params}, images.astype(jnp.float32) / 255.0, train=train, rngs=rngs
+    )
+    return jnp.mean(
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+    )
 
 
 def steps_on_one_batch(model, params, tx, data, n: int):
-    """(state, losses) after n train steps on the first 64 real images, the same batch every time."""
+    """(state, losses) after n train steps on the first 64 real images,
+    the same batch every time."""
     step = steps.make_train_step(model, tx, seed=0, batch_size=64)
     x, y = device_split(data, 64)
     order = jnp.arange(64, dtype=jnp.int32)
@@ -54,7 +62,9 @@ def steps_on_one_batch(model, params, tx, data, n: int):
 
 def reference_loss(model, params, images, labels, rngs=None) -> float:
     """Mean cross-entropy computed directly from model.apply (dropout on when rngs are given)."""
-    return float(_mean_loss(model, params, jnp.asarray(images), jnp.asarray(labels), rngs, rngs is not None))
+    return float(
+        _mean_loss(model, params, jnp.asarray(images), jnp.asarray(labels), rngs, rngs is not None)
+    )
 
 
 class CountingModel:
@@ -82,12 +92,18 @@ def test_repeated_steps_on_one_real_batch_lower_the_loss(small_data):
     state, losses = steps_on_one_batch(model, params, tx, small_data, 6)
     assert int(state.step) == 6
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
-    assert losses[0] == pytest.approx(reference_loss(model, params, small_data.train_x[:64], small_data.train_y[:64]),
-                                      rel=1e-5)
-    assert reference_loss(model, state.params, small_data.train_x[:64], small_data.train_y[:64]) < losses[-1]
+    assert losses[0] == pytest.approx(
+        reference_loss(model, params, small_data.train_x[:64], small_data.train_y[:64]), rel=1e-5
+    )
+    assert (
+        reference_loss(model, state.params, small_data.train_x[:64], small_data.train_y[:64])
+        < losses[-1]
+    )
 
 
-def test_a_whole_epoch_with_a_partial_last_batch_compiles_once_and_counts_every_row(small_data, logreg):
+def test_a_whole_epoch_with_a_partial_last_batch_compiles_once_and_counts_every_row(
+    small_data, logreg
+):
     model, params = logreg
     n, batch_size = 100, 32  # 3 full batches and one of 4 rows
     counting = CountingModel(model)
@@ -118,19 +134,30 @@ def test_padded_rows_are_masked_out_of_loss_gradient_and_counts(small_data, logr
     tx = optax.sgd(0.5)
     step = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=batch_size))
     order = jnp.arange(batch_size, dtype=jnp.int32)
-    state, acc, metrics = step(steps.create_train_state(params, tx), steps.epoch_sums(n), order, x, y)
+    state, acc, metrics = step(
+        steps.create_train_state(params, tx), steps.epoch_sums(n), order, x, y
+    )
     want = reference_loss(model, params, small_data.train_x[:n], small_data.train_y[:n])
     assert float(metrics["loss"]) == pytest.approx(want, rel=1e-6)
     assert float(metrics["loss"]) != pytest.approx(
-        reference_loss(model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size]), rel=1e-4)
+        reference_loss(
+            model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size]
+        ),
+        rel=1e-4,
+    )
     assert int(acc.count) == n
     assert float(acc.loss_sum) == pytest.approx(want * n, rel=1e-6)
-    logits = model.apply({"params": params}, jnp.asarray(small_data.train_x[:n], jnp.float32) / 255.0)
-    assert int(acc.correct) == int(np.sum(np.argmax(np.asarray(logits), -1) == small_data.train_y[:n]))
+    logits = model.apply(
+        {"params": params}, jnp.asarray(small_data.train_x[:n], jnp.float32) / 255.0
+    )
+    assert int(acc.correct) == int(
+        np.sum(np.argmax(np.asarray(logits), -1) == small_data.train_y[:n])
+    )
     # The update equals a step on exactly the n real rows, without any padding.
     exact = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=n))
-    exact_state, _, exact_metrics = exact(steps.create_train_state(params, tx), steps.epoch_sums(n),
-                                          order[:n], x, y)
+    exact_state, _, exact_metrics = exact(
+        steps.create_train_state(params, tx), steps.epoch_sums(n), order[:n], x, y
+    )
     assert float(exact_metrics["loss"]) == pytest.approx(float(metrics["loss"]), rel=1e-6)
     for got, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(exact_state.params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
@@ -147,11 +174,15 @@ def test_multi_step_call_matches_single_steps(small_data, logreg):
     s1, a1 = steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n)
     for _ in range(k):
         s1, a1, m1 = single(s1, a1, order, x, y)
-    s2, a2, m2 = multi(steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n), order, x, y)
+    s2, a2, m2 = multi(
+        steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n), order, x, y
+    )
     assert int(s2.step) == int(s1.step) == k
     assert int(a2.count) == int(a1.count) == n and int(a2.correct) == int(a1.correct)
     assert float(a2.loss_sum) == pytest.approx(float(a1.loss_sum), rel=1e-5)
-    assert float(m2["loss"]) == pytest.approx(float(m1["loss"]), rel=1e-5)  # the last step's metrics
+    assert float(m2["loss"]) == pytest.approx(
+        float(m1["loss"]), rel=1e-5
+    )  # the last step's metrics
     for got, ref in zip(jax.tree.leaves(s2.params), jax.tree.leaves(s1.params)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=1e-6)
 
@@ -167,19 +198,28 @@ def test_dropout_key_is_fold_in_of_seed_and_global_step(small_data):
     step = jax.jit(steps.train_step_fn(model, tx, seed=seed, batch_size=batch_size))
 
     def loss_at(fn, global_step: int) -> float:
-        state = steps.create_train_state(params, tx).replace(step=jnp.asarray(global_step, jnp.int32))
+        state = steps.create_train_state(params, tx).replace(
+            step=jnp.asarray(global_step, jnp.int32)
+        )
         return float(fn(state, steps.epoch_sums(batch_size), order, x, y)[2]["loss"])
 
     root = jax.random.fold_in(jax.random.key(seed), steps.DROPOUT_STREAM)
     losses = {}
     for s in (0, 1, 5):
         losses[s] = loss_at(step, s)
-        direct = reference_loss(model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size],
-                                rngs={"dropout": jax.random.fold_in(root, s)})
+        direct = reference_loss(
+            model,
+            params,
+            small_data.train_x[:batch_size],
+            small_data.train_y[:batch_size],
+            rngs={"dropout": jax.random.fold_in(root, s)},
+        )
         assert losses[s] == pytest.approx(direct, rel=1e-6)
     assert loss_at(step, 5) == losses[5]  # same step, same mask
     assert len(set(losses.values())) == 3  # another step, another mask
-    no_dropout = reference_loss(model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size])
+    no_dropout = reference_loss(
+        model, params, small_data.train_x[:batch_size], small_data.train_y[:batch_size]
+    )
     assert no_dropout not in losses.values()
 
 
@@ -188,7 +228,9 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
     model, params = logreg
     x, y = small_data.val_x[:n], small_data.val_y[:n]
     eval_step = evaluate.make_eval_step(model, batch_size)
-    got = evaluate.evaluate(eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size)
+    got = evaluate.evaluate(
+        eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size
+    )
     w = np.asarray(params["dense"]["kernel"], np.float64).T  # stored (10, 784)
     b = np.asarray(params["dense"]["bias"], np.float64)
     logits = (x.reshape(n, -1).astype(np.float64) / 255.0) @ w + b
@@ -201,14 +243,21 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
 
 def test_evaluate_of_an_empty_split_is_nan(logreg):
     model, params = logreg
-    out = evaluate.evaluate(evaluate.make_eval_step(model, 8), params, jnp.zeros((0, 28, 28), jnp.uint8),
-                         jnp.zeros((0,), jnp.int32), 8)
+    out = evaluate.evaluate(
+        evaluate.make_eval_step(model, 8),
+        params,
+        jnp.zeros((0, 28, 28), jnp.uint8),
+        jnp.zeros((0,), jnp.int32),
+        8,
+    )
     assert out["n"] == 0 and np.isnan(out["loss"]) and np.isnan(out["accuracy"])
 
 
 def test_padded_order_pads_with_index_zero_to_whole_batches():
     order = np.array([5, 3, 9, 1, 7], np.int32)
-    np.testing.assert_array_equal(np.asarray(batching.padded_order(order, 4)), [5, 3, 9, 1, 7, 0, 0, 0])
+    np.testing.assert_array_equal(
+        np.asarray(batching.padded_order(order, 4)), [5, 3, 9, 1, 7, 0, 0, 0]
+    )
     np.testing.assert_array_equal(np.asarray(batching.padded_order(order, 5)), order)
 
 

@@ -1,4 +1,6 @@
-"""fit(): artifacts, resume (at an epoch boundary and mid-epoch), early stopping, NaN, workdir rules, determinism."""
+"""fit(): artifacts, resume (at an epoch boundary and mid-epoch),
+early stopping, NaN, workdir rules, determinism."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,17 +17,15 @@ import optax
 import pytest
 from jax._src import dispatch
 
-from fashion_jax import evaluate
-from fashion_jax import model_io
-from fashion_jax import checkpoint as ckpt
+from fashion_jax import evaluate, model_io
 from fashion_jax import history as history_lib
-from fashion_jax import steps
 from fashion_jax import train as train_mod
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, load_json, model_config
 from fashion_jax.data import FashionMNIST
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 HISTORY_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
 # An MLP with dropout, so resume must also replay the dropout keys.
 MLP = model_config("mlp", dropout=0.2)
@@ -37,22 +37,32 @@ def mlp_config(epochs: int, seed: int = 0) -> TrainConfig:
 
 def leaves_equal(a, b) -> bool:
     return jax.tree.structure(a) == jax.tree.structure(b) and all(
-        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def step_numbers(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    return (
+        sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+    )
 
 
 def val_metrics(config: TrainConfig, params, data: FashionMNIST) -> dict:
     model = train_mod.build_model(config.model)
     eval_step = evaluate.make_eval_step(model, config.eval_batch_size)
-    return evaluate.evaluate(eval_step, params, jax.device_put(data.val_x), jax.device_put(data.val_y.astype(np.int32)),
-                          config.eval_batch_size)
+    return evaluate.evaluate(
+        eval_step,
+        params,
+        jax.device_put(data.val_x),
+        jax.device_put(data.val_y.astype(np.int32)),
+        config.eval_batch_size,
+    )
 
 
 class StopAfter:
-    """A should_stop() that asks to stop from its n-th call on (the CLI's signal flag stays set too)."""
+    """A should_stop() that asks to stop from its n-th call on
+    (the CLI's signal flag stays set too)."""
 
     def __init__(self, n: int):
         self.n, self.calls = n, 0
@@ -69,8 +79,8 @@ def workdirs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resumed_run(small_data, workdirs):
-    """One workdir, three fits: stopped at the first chance (an epoch end for this small MLP), resumed to
-    finish its 2 epochs, then resumed again with epochs=4."""
+    """One workdir, three fits: stopped at the first chance (an epoch end for this small MLP),
+    resumed to finish its 2 epochs, then resumed again with epochs=4."""
     workdir = workdirs / "resumed"
     out = {"workdir": workdir}
     try:
@@ -106,9 +116,16 @@ def test_fit_writes_history_curves_result_and_config(four_epochs):
     png = (workdir / "curves.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
     summary = json.loads((workdir / "result.json").read_text())
-    assert summary["model"] == "mlp" and summary["epochs_run"] == 4 and summary["workdir"] == str(workdir)
+    assert (
+        summary["model"] == "mlp"
+        and summary["epochs_run"] == 4
+        and summary["workdir"] == str(workdir)
+    )
     assert summary["best_epoch"] == result.best_epoch
-    assert summary["val_accuracy"] == result.val_accuracy and summary["test_accuracy"] == result.test_accuracy
+    assert (
+        summary["val_accuracy"] == result.val_accuracy
+        and summary["test_accuracy"] == result.test_accuracy
+    )
     assert load_json(workdir / "config.json") == mlp_config(4)
     assert step_numbers(workdir / "best") == [result.best_epoch]
     assert step_numbers(workdir / "checkpoints")[-1] == 4 * 16  # 512 rows in batches of 32
@@ -152,10 +169,20 @@ def test_resumed_run_equals_an_uninterrupted_run_bitwise(resumed_run, four_epoch
     assert leaves_equal(resumed_best, straight.params)
 
 
-def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(small_data, workdirs):
-    # 404 rows in batches of 4: 101 steps, more than one compiled call, so the loop can stop inside the epoch.
-    data = FashionMNIST(small_data.train_x[:404], small_data.train_y[:404], small_data.val_x, small_data.val_y,
-                        small_data.test_x, small_data.test_y, small_data.source)
+def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(
+    small_data, workdirs
+):
+    # 404 rows in batches of 4: 101 steps, more than one compiled call, so the loop can stop inside
+    # the epoch.
+    data = FashionMNIST(
+        small_data.train_x[:404],
+        small_data.train_y[:404],
+        small_data.val_x,
+        small_data.val_y,
+        small_data.test_x,
+        small_data.test_y,
+        small_data.source,
+    )
     config = TrainConfig(model=model_config("logreg"), optimizer="momentum", epochs=1, batch_size=4)
     stopped_dir = workdirs / "stopped-mid-epoch"
     with pytest.raises(TrainingInterrupted):
@@ -166,7 +193,12 @@ def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(s
     resumed = fit(config, data, stopped_dir, RunOptions(resume=True, quiet=True))
     # The reference checkpoints mid-epoch too; a save due at the epoch's last step (101) must not
     # collide with the epoch-end save of the same step.
-    straight = fit(dataclasses.replace(config, checkpoint_every=101), data, workdirs / "every-101", RunOptions(quiet=True))
+    straight = fit(
+        dataclasses.replace(config, checkpoint_every=101),
+        data,
+        workdirs / "every-101",
+        RunOptions(quiet=True),
+    )
     assert resumed.history == straight.history and len(straight.history) == 1
     assert leaves_equal(resumed.params, straight.params)
 
@@ -180,14 +212,28 @@ def test_early_stopping_restores_the_best_params(workdirs, small_data):
     noisy = small_data.train_y[:256].copy()
     flip = np.random.default_rng(0).random(256) < 0.5
     noisy[flip] = np.random.default_rng(1).integers(0, 10, int(flip.sum()))
-    tiny = FashionMNIST(small_data.train_x[:256], noisy, small_data.val_x, small_data.val_y,
-                        small_data.test_x, small_data.test_y, small_data.source)
-    config = TrainConfig(model=model_config("mlp", activation="relu"), optimizer="adam", learning_rate=0.01,
-                         epochs=15, patience=2)
+    tiny = FashionMNIST(
+        small_data.train_x[:256],
+        noisy,
+        small_data.val_x,
+        small_data.val_y,
+        small_data.test_x,
+        small_data.test_y,
+        small_data.source,
+    )
+    config = TrainConfig(
+        model=model_config("mlp", activation="relu"),
+        optimizer="adam",
+        learning_rate=0.01,
+        epochs=15,
+        patience=2,
+    )
     workdir = workdirs / "early"
     result = fit(config, tiny, workdir, RunOptions(quiet=True))
     assert result.stopped_early and result.epochs_run < config.epochs
-    assert result.best_epoch == result.epochs_run - config.patience  # the scenario really stopped late
+    assert (
+        result.best_epoch == result.epochs_run - config.patience
+    )  # the scenario really stopped late
     best, last = result.history[result.best_epoch - 1], result.history[-1]
     assert best["val_loss"] == min(row["val_loss"] for row in result.history)
     assert last["val_loss"] > best["val_loss"]
@@ -211,6 +257,7 @@ def test_early_stopping_restores_the_best_params(workdirs, small_data):
 
 def nan_after(n_updates: int) -> optax.GradientTransformation:
     """Passes updates through, then poisons every update from the n-th on with NaN."""
+
     def init(params):
         return jnp.zeros((), jnp.int32)
 
@@ -221,11 +268,17 @@ def nan_after(n_updates: int) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
-def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(small_data, tmp_path, monkeypatch):
+def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(
+    small_data, tmp_path, monkeypatch
+):
     real_make_optimizer = train_mod.make_optimizer
-    # Update 21 (global step index 20, in epoch 2) writes NaN params; the loss of step index 21 is NaN.
-    monkeypatch.setattr(train_mod, "make_optimizer",
-                        lambda config, total: optax.chain(real_make_optimizer(config, total), nan_after(20)))
+    # Update 21 (global step index 20, in epoch 2) writes NaN params; the loss of step index 21 is
+    # NaN.
+    monkeypatch.setattr(
+        train_mod,
+        "make_optimizer",
+        lambda config, total: optax.chain(real_make_optimizer(config, total), nan_after(20)),
+    )
     config = TrainConfig(model=model_config("logreg"), optimizer="sgd", epochs=3)
     workdir = tmp_path / "nan"
     with pytest.raises(NonFiniteLossError) as info:
@@ -241,7 +294,9 @@ def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(small_d
     assert step_numbers(workdir / "checkpoints") == [16]
     _, _, best = model_io.load_model(workdir)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(best))
-    assert val_metrics(config, best, small_data)["loss"] == pytest.approx(rows[0]["val_loss"], rel=1e-6)
+    assert val_metrics(config, best, small_data)["loss"] == pytest.approx(
+        rows[0]["val_loss"], rel=1e-6
+    )
 
 
 # ------------------------------------------------------------------ workdir rules
@@ -253,7 +308,10 @@ def test_a_workdir_holding_a_run_refuses_a_fresh_fit(four_epochs, small_data):
     with pytest.raises(WorkdirError, match="--resume|--overwrite") as info:
         fit(mlp_config(4), small_data, workdir, RunOptions(quiet=True))
     assert "\n" not in str(info.value)
-    assert ((workdir / "history.jsonl").read_bytes(), step_numbers(workdir / "checkpoints")) == before
+    assert (
+        (workdir / "history.jsonl").read_bytes(),
+        step_numbers(workdir / "checkpoints"),
+    ) == before
 
 
 def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
@@ -261,7 +319,12 @@ def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
     before = (workdir / "config.json").read_text()
     for other in (model_config("dense"), model_config("mlp", hidden=50)):
         with pytest.raises(CheckpointError) as info:
-            fit(TrainConfig(model=other, optimizer="adam", epochs=4), small_data, workdir, RunOptions(resume=True, quiet=True))
+            fit(
+                TrainConfig(model=other, optimizer="adam", epochs=4),
+                small_data,
+                workdir,
+                RunOptions(resume=True, quiet=True),
+            )
         assert "\n" not in str(info.value)
     assert (workdir / "config.json").read_text() == before
 
@@ -269,10 +332,22 @@ def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
 def test_an_empty_training_set_is_a_data_error(small_data, tmp_path):
     from fashion_jax.idx import DataError
 
-    empty = FashionMNIST(small_data.train_x[:0], small_data.train_y[:0], small_data.val_x, small_data.val_y,
-                         small_data.test_x, small_data.test_y, small_data.source)
+    empty = FashionMNIST(
+        small_data.train_x[:0],
+        small_data.train_y[:0],
+        small_data.val_x,
+        small_data.val_y,
+        small_data.test_x,
+        small_data.test_y,
+        small_data.source,
+    )
     with pytest.raises(DataError, match="empty"):
-        fit(TrainConfig(model=model_config("logreg"), epochs=1), empty, tmp_path / "empty", RunOptions(quiet=True))
+        fit(
+            TrainConfig(model=model_config("logreg"), epochs=1),
+            empty,
+            tmp_path / "empty",
+            RunOptions(quiet=True),
+        )
 
 
 # ------------------------------------------------------------------ determinism
@@ -280,28 +355,43 @@ def test_an_empty_training_set_is_a_data_error(small_data, tmp_path):
 
 def test_same_seed_same_run_other_seed_other_run(resumed_run, four_epochs, small_data, workdirs):
     straight, _ = four_epochs
-    # Two independent fresh fits with seed 0 (the resume chain and the straight run) agree bit for bit
-    # (see also test_resumed_run_equals_an_uninterrupted_run_bitwise for the params).
+    # Two independent fresh fits with seed 0 (the resume chain and the straight run) agree bit for
+    # bit (see also test_resumed_run_equals_an_uninterrupted_run_bitwise for the params).
     assert resumed_run["two"].history == straight.history[:2]
     other = fit(mlp_config(1, seed=1), small_data, workdirs / "seed1", RunOptions(quiet=True))
     assert other.history[0] != straight.history[0]
-    assert not np.array_equal(np.asarray(other.params["hidden"]["kernel"]), np.asarray(straight.params["hidden"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(other.params["hidden"]["kernel"]),
+        np.asarray(straight.params["hidden"]["kernel"]),
+    )
 
 
 def test_every_program_an_epoch_runs_is_compiled_before_the_first_epoch(small_data, tmp_path):
     # epoch_seconds must be steady time: the benchmark reports compile_seconds apart from it.
     events: list[str] = []
     jax.monitoring.register_event_duration_secs_listener(
-        lambda name, _secs, **_: events.append("compile") if name == dispatch.BACKEND_COMPILE_EVENT else None)
+        lambda name, _secs, **_: (
+            events.append("compile") if name == dispatch.BACKEND_COMPILE_EVENT else None
+        )
+    )
+    # The suite shares a persistent compilation cache (conftest): a program fetched from it is a
+    # compile all the same, as far as when it happens goes.
+    jax.monitoring.register_event_listener(
+        lambda name, **_: events.append("compile") if name == CACHE_HIT_EVENT else None
+    )
 
     def tick() -> bool:  # fit asks between chunks of steps, i.e. from inside every epoch
         events.append("tick")
         return False
 
-    config = TrainConfig(model=model_config("cnn", filters=(4, 8), hidden=16, dropout=0.2), optimizer="adam",
-                         epochs=2, batch_size=128)
+    config = TrainConfig(
+        model=model_config("cnn", filters=(4, 8), hidden=16, dropout=0.2),
+        optimizer="adam",
+        epochs=2,
+        batch_size=128,
+    )
     fit(config, small_data, tmp_path / "run", RunOptions(quiet=True), should_stop=tick)
-    inside = events[events.index("tick"): len(events) - events[::-1].index("tick")]
+    inside = events[events.index("tick") : len(events) - events[::-1].index("tick")]
     assert inside.count("tick") >= 4 and "compile" not in inside
     assert "compile" in events[: events.index("tick")]
 
@@ -309,13 +399,18 @@ def test_every_program_an_epoch_runs_is_compiled_before_the_first_epoch(small_da
 # ------------------------------------------------------------------ checkpoints="end"
 
 
-def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(four_epochs, small_data, workdirs):
+def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(
+    four_epochs, small_data, workdirs
+):
     result, _ = four_epochs
     workdir = workdirs / "at_end"
     lean = fit(mlp_config(4), small_data, workdir, RunOptions(quiet=True, checkpoints="end"))
     assert leaves_equal(lean.params, result.params) and lean.history == result.history
     assert (lean.val_accuracy, lean.test_accuracy, lean.best_epoch) == (
-        result.val_accuracy, result.test_accuracy, result.best_epoch)
+        result.val_accuracy,
+        result.test_accuracy,
+        result.best_epoch,
+    )
     assert step_numbers(workdir / "checkpoints") == []  # nothing to resume from
     assert step_numbers(workdir / "best") == [result.best_epoch]
     config, _, params = model_io.load_model(workdir)  # evaluate/predict find the model as usual
@@ -324,15 +419,35 @@ def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(f
 
 def test_checkpoints_at_end_refuses_resume_and_mid_epoch_saves(small_data, tmp_path):
     with pytest.raises(WorkdirError, match="--resume"):
-        fit(mlp_config(1), small_data, tmp_path / "a", RunOptions(resume=True, quiet=True, checkpoints="end"))
+        fit(
+            mlp_config(1),
+            small_data,
+            tmp_path / "a",
+            RunOptions(resume=True, quiet=True, checkpoints="end"),
+        )
     with pytest.raises(WorkdirError, match="--checkpoint-every"):
-        fit(dataclasses.replace(mlp_config(1), checkpoint_every=4), small_data, tmp_path / "b", RunOptions(quiet=True, checkpoints="end"))
+        fit(
+            dataclasses.replace(mlp_config(1), checkpoint_every=4),
+            small_data,
+            tmp_path / "b",
+            RunOptions(quiet=True, checkpoints="end"),
+        )
     with pytest.raises(WorkdirError, match="epoch, end"):
         fit(mlp_config(1), small_data, tmp_path / "c", RunOptions(quiet=True, checkpoints="never"))
 
 
 def test_a_stop_with_checkpoints_at_end_saves_nothing_and_says_so(small_data, tmp_path):
     with pytest.raises(TrainingInterrupted, match="nothing was saved") as info:
-        fit(mlp_config(3), small_data, tmp_path / "run", RunOptions(quiet=True, checkpoints="end"), should_stop=StopAfter(1))
+        fit(
+            mlp_config(3),
+            small_data,
+            tmp_path / "run",
+            RunOptions(quiet=True, checkpoints="end"),
+            should_stop=StopAfter(1),
+        )
     assert info.value.resumable is False
-    assert step_numbers(tmp_path / "run" / "checkpoints") == step_numbers(tmp_path / "run" / "best") == []
+    assert (
+        step_numbers(tmp_path / "run" / "checkpoints")
+        == step_numbers(tmp_path / "run" / "best")
+        == []
+    )

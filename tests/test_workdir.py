@@ -1,4 +1,4 @@
-"""resume: which setting changes a resume accepts, and which it refuses (check_workdir_config)."""
+"""workdir: which setting changes a resume accepts, and which it refuses (check_workdir_config)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,25 @@ import pytest
 from fashion_jax import config as config_lib
 from fashion_jax.checkpoint import CheckpointError, CheckpointMismatch
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.resume import RESUMABLE_CHANGES, check_workdir_config
+from fashion_jax.workdir import RESUMABLE_CHANGES, check_workdir_config
 
 BASE = TrainConfig(model=model_config("mlp", dropout=0.2), optimizer="adam", epochs=4, patience=2)
 # One other valid value for every TrainConfig field (the model is checked apart).
-OTHER = {"optimizer": "sgd", "learning_rate": 0.5, "epochs": 6, "batch_size": 64, "seed": 1, "patience": 5,
-         "monitor": "val_accuracy", "min_delta": 0.01, "restore_best": False, "checkpoint_every": 10,
-         "eval_batch_size": 100, "skip_nonfinite": 3, "schedule": "cosine"}
+OTHER = {
+    "optimizer": "sgd",
+    "learning_rate": 0.5,
+    "epochs": 6,
+    "batch_size": 64,
+    "seed": 1,
+    "patience": 5,
+    "monitor": "val_accuracy",
+    "min_delta": 0.01,
+    "restore_best": False,
+    "checkpoint_every": 10,
+    "eval_batch_size": 100,
+    "skip_nonfinite": 3,
+    "schedule": "cosine",
+}
 
 
 def workdir_of(tmp_path, config: TrainConfig):
@@ -30,19 +42,25 @@ def test_every_field_has_another_value_to_try():
 
 @pytest.mark.parametrize("name", sorted(RESUMABLE_CHANGES))
 def test_each_allowed_change_is_accepted(tmp_path, name):
-    check_workdir_config(workdir_of(tmp_path, BASE), dataclasses.replace(BASE, **{name: OTHER[name]}))
+    check_workdir_config(
+        workdir_of(tmp_path, BASE), dataclasses.replace(BASE, **{name: OTHER[name]})
+    )
 
 
 @pytest.mark.parametrize("name", sorted(set(OTHER) - set(RESUMABLE_CHANGES)))
 def test_each_other_change_is_refused_naming_the_setting(tmp_path, name):
     with pytest.raises(CheckpointMismatch, match=rf"other settings \({name}\)") as err:
-        check_workdir_config(workdir_of(tmp_path, BASE), dataclasses.replace(BASE, **{name: OTHER[name]}))
+        check_workdir_config(
+            workdir_of(tmp_path, BASE), dataclasses.replace(BASE, **{name: OTHER[name]})
+        )
     assert "\n" not in str(err.value)
 
 
 def test_a_schedule_change_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatch, match="schedule"):
-        check_workdir_config(workdir_of(tmp_path, BASE), dataclasses.replace(BASE, schedule="cosine"))
+        check_workdir_config(
+            workdir_of(tmp_path, BASE), dataclasses.replace(BASE, schedule="cosine")
+        )
 
 
 def test_epochs_may_change_under_a_constant_rate_but_not_under_cosine(tmp_path):
@@ -53,14 +71,18 @@ def test_epochs_may_change_under_a_constant_rate_but_not_under_cosine(tmp_path):
     check_workdir_config(workdir_of(tmp_path, cosine), dataclasses.replace(cosine, patience=0))
 
 
-@pytest.mark.parametrize("change", [{"name": "cnn"}, {"hidden": 50}, {"dropout": 0.3}, {"activation": "relu"}])
+@pytest.mark.parametrize(
+    "change", [{"name": "cnn"}, {"hidden": 50}, {"dropout": 0.3}, {"activation": "relu"}]
+)
 def test_another_architecture_is_refused(tmp_path, change):
     other = dataclasses.replace(BASE, model=dataclasses.replace(BASE.model, **change))
     with pytest.raises(CheckpointMismatch, match="another architecture"):
         check_workdir_config(workdir_of(tmp_path, BASE), other)
 
 
-def test_a_folder_without_a_run_is_a_fresh_start_and_checkpoints_without_config_are_refused(tmp_path):
+def test_a_folder_without_a_run_is_a_fresh_start_and_checkpoints_without_config_are_refused(
+    tmp_path,
+):
     check_workdir_config(tmp_path, BASE)  # nothing there: nothing to compare
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):

@@ -21,7 +21,7 @@ from fashion_jax.chapter.xor import (
 def test_data():
     assert XOR_X.shape == (4, 2) and XOR_X.dtype == np.float32
     assert XOR_Y.tolist() == [0, 1, 1, 0]
-    assert (XOR_Y == (XOR_X[:, 0] != XOR_X[:, 1])).all()
+    assert ((XOR_X[:, 0] != XOR_X[:, 1]) == XOR_Y).all()
 
 
 def test_single_layer_perceptron_cannot_solve_xor():
@@ -53,8 +53,12 @@ def test_hand_weights_solve_xor():
 def test_report():
     report = xor_report()
     assert set(report) == {
-        "perceptron_accuracy", "mlp_accuracy", "mlp_hidden",
-        "hand_accuracy", "mlp_predictions", "hand_predictions",
+        "perceptron_accuracy",
+        "mlp_accuracy",
+        "mlp_hidden",
+        "hand_accuracy",
+        "mlp_predictions",
+        "hand_predictions",
     }
     assert report["perceptron_accuracy"] <= 0.75
     assert report["mlp_accuracy"] == report["hand_accuracy"] == 1.0

@@ -23,8 +23,17 @@ from jax import lax
 Padding = str | int | tuple[int, int]
 
 __all__ = [
-    "LayerSpec", "Padding", "check_grid", "cnn_layers", "conv_output_size", "format_walk",
-    "measured_conv_sizes", "measured_pool_size", "pool_output_size", "same_padding", "shape_walk",
+    "LayerSpec",
+    "Padding",
+    "check_grid",
+    "cnn_layers",
+    "conv_output_size",
+    "format_walk",
+    "measured_conv_sizes",
+    "measured_pool_size",
+    "pool_output_size",
+    "same_padding",
+    "shape_walk",
 ]
 
 
@@ -66,7 +75,9 @@ def conv_output_size(
             # SAME is defined by its output size; the pads follow from it.
             return math.ceil(n / stride)
         if mode != "valid":
-            raise ValueError(f"padding must be 'same', 'valid', an int or (lo, hi); got {padding!r}")
+            raise ValueError(
+                f"padding must be 'same', 'valid', an int or (lo, hi); got {padding!r}"
+            )
         lo = hi = 0
     else:
         lo, hi = _explicit_pads(padding)
@@ -113,7 +124,10 @@ def measured_conv_sizes(
 
     def one_image(x: jax.Array, w: jax.Array) -> jax.Array:
         y = lax.conv_general_dilated(
-            x[None], w, (stride, stride), pad,
+            x[None],
+            w,
+            (stride, stride),
+            pad,
             rhs_dilation=(dilation, dilation),
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
@@ -177,8 +191,9 @@ def check_grid(
             rows.append(("pool", _formula_or_zero(pool_output_size, n, k, s, p), pool_got))
             for op, want, got_ in rows:
                 if want != got_:
-                    mismatches.append(dict(op=op, n=n, kernel=k, stride=s, padding=p,
-                                           formula=want, measured=got_))
+                    mismatches.append(
+                        dict(op=op, n=n, kernel=k, stride=s, padding=p, formula=want, measured=got_)
+                    )
     return mismatches
 
 
@@ -244,11 +259,15 @@ def cnn_layers(
     hidden: int = 100,
     classes: int = 10,
 ) -> list[LayerSpec]:
-    """The chapter's CNN: (Conv -> MaxPool) per filter count, Flatten, Dense(hidden), Dense(classes)."""
+    """The chapter's CNN: (Conv -> MaxPool) per filter count, Flatten, Dense(hidden),
+    Dense(classes)."""
     layers: list[LayerSpec] = []
     for f in filters:
-        layers.append(LayerSpec("conv", features=f, kernel=kernel, stride=stride,
-                                padding=padding, activation="relu"))
+        layers.append(
+            LayerSpec(
+                "conv", features=f, kernel=kernel, stride=stride, padding=padding, activation="relu"
+            )
+        )
         layers.append(LayerSpec("pool", window=pool, stride=pool, padding="valid"))
     layers += [
         LayerSpec("flatten"),

@@ -76,7 +76,8 @@ def _logistic_perceptron_accuracy(steps: int = 2000, lr: float = 0.5, seed: int 
 
 
 def perceptron_best_accuracy() -> float:
-    """Best accuracy of any single-layer step(w.x + b) on XOR: at most 3/4, since XOR is not linearly separable."""
+    """Best accuracy of any single-layer step(w.x + b) on XOR: at most 3/4, since XOR is not
+    linearly separable."""
     return max(_grid_perceptron_accuracy(), _logistic_perceptron_accuracy())
 
 
@@ -129,7 +130,8 @@ DEFAULT_HIDDEN = 8
 def train_mlp(
     hidden: int = DEFAULT_HIDDEN, steps: int = 2000, lr: float = 0.5, seed: int = 0
 ) -> tuple[Params, float]:
-    """Train a 2-hidden-1 tanh/sigmoid MLP on XOR with BCE and gradient descent; (params, accuracy)."""
+    """Train a 2-hidden-1 tanh/sigmoid MLP on XOR with BCE and gradient descent; (params,
+    accuracy)."""
     params, _ = _fit(_init_mlp(hidden, seed), steps, lr)
     return params, _accuracy(mlp_predict(params))
 
