@@ -2,13 +2,17 @@
 workloads.
 
     python experiments/bench.py [--repeats 3] [--subset N] [--only NAME[,NAME]]
-                                [--out experiments/BENCH.md]
+                                [--baseline GIT_REF] [--out experiments/BENCH.md]
 
 Every run is a fresh subprocess, so each pays its own imports and compiles and has its own peak RSS
 (the child's ru_maxrss, read with os.wait4: one measure for every implementation). Repeats are
 interleaved (ours, torch, keras, ours, torch, keras, ...) so machine noise falls on all alike. A
 workload that fails, times out or has no peer installed becomes a marked row; the harness itself
 keeps going.
+
+--baseline GIT_REF also runs each of our workloads with the package as it was at GIT_REF (exported
+to a temporary folder with `git archive`), interleaved with the current one: the "ours/baseline"
+column is a before/after ratio measured side by side.
 
 Writes a markdown table to --out (default experiments/BENCH.md) and the raw runs to --json-out
 (default: <folder of --out>/out/bench.json).
@@ -32,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,7 @@ TASKS: dict[str, str] = {
     "cv": "SGD logistic regression, 5-fold CV on 60,000",
     "fast": "fast preset: start to exit, test acc",
 }
-PEER_IMPLS = ("torch", "keras", "sklearn")  # one ratio column each: ours / peer
+PEER_IMPLS = ("torch", "keras", "sklearn", "baseline")  # one ratio column each: ours / peer
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class Workload:
     parse: Callable[
         [dict, float], dict
     ]  # (last-line JSON, launch-to-exit seconds) -> seconds/compile/accuracy
+    package_root: Path = ROOT  # where its fashion_jax is imported from (a --baseline export)
+    label: str | None = None  # the implementation column, when the impl name is not enough
 
 
 @dataclass
@@ -229,10 +235,10 @@ WORKLOADS: tuple[Workload, ...] = (
 # ------------------------------------------------------------------------------ running one job ---
 
 
-def child_env() -> dict[str, str]:
+def child_env(package_root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
     env["KERAS_BACKEND"] = "jax"  # ~/.keras/keras.json may name TensorFlow, which is not installed
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(package_root), env.get("PYTHONPATH")) if p)
     return env
 
 
@@ -243,14 +249,16 @@ def _kill_group(pid: int, fired: threading.Event) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def run_process(argv: list[str], timeout: float) -> tuple[int, float, float, str, str, bool]:
+def run_process(
+    argv: list[str], timeout: float, package_root: Path = ROOT
+) -> tuple[int, float, float, str, str, bool]:
     """(exit code, launch-to-exit seconds, child peak RSS MB, stdout, stderr, timed out)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
             argv,
-            cwd=ROOT,
-            env=child_env(),
+            cwd=package_root,
+            env=child_env(package_root),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -303,7 +311,7 @@ def run_once(w: Workload, repeat: int, opts: Options) -> Run:
     with tempfile.TemporaryDirectory(prefix=f"bench-{w.name}-") as tmp:
         run = Run(w.name, repeat, w.argv(opts, Path(tmp)), load_1min=os.getloadavg()[0])
         try:
-            rc, wall, rss, out, err, timed_out = run_process(run.argv, opts.timeout)
+            rc, wall, rss, out, err, timed_out = run_process(run.argv, opts.timeout, w.package_root)
         except OSError as e:
             run.error = one_line(f"{type(e).__name__}: {e}")
             return run
@@ -466,6 +474,8 @@ def _fmt(x: float | None, spec: str = ".2f") -> str:
 
 
 def impl_label(row: Row) -> str:
+    if row.workload.label:
+        return row.workload.label
     if row.workload.impl == "ours":
         return f"fashion_jax {_version('fashion-jax') or ''}".strip()
     peers = [r.result.get("peer") for r in row.runs if r.result and r.result.get("peer")]
@@ -649,6 +659,25 @@ def select(only: str | None) -> list[Workload]:
     ]  # keep the interleaving order, whatever order was asked
 
 
+def with_baseline(workloads: Sequence[Workload], ref: str, folder: Path) -> list[Workload]:
+    """Each of our workloads followed by its twin running the package exported from git `ref`."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "archive", commit, "fashion_jax"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    out: list[Workload] = []
+    for w in workloads:
+        out.append(w)
+        if w.impl == "ours":
+            name = "base_" + w.name.removeprefix("ours_")
+            label = f"fashion_jax at {ref} ({commit})"
+            out.append(replace(w, name=name, impl="baseline", package_root=folder, label=label))
+    return out
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=3)
@@ -666,6 +695,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="raw results (default: <out folder>/out/bench.json)",
     )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds before one run is killed")
+    p.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        help="also run our workloads with the package at this commit, interleaved (before/after)",
+    )
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -677,7 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     workloads = select(args.only)
     opts = Options(repeats=args.repeats, subset=args.subset, timeout=args.timeout)
     meta = metadata(opts)
-    rows = run_bench(workloads, opts, log=lambda s: print(s, file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="bench-baseline-") as baseline:
+        if args.baseline:
+            workloads = with_baseline(workloads, args.baseline, Path(baseline))
+            meta["baseline"] = args.baseline
+        rows = run_bench(workloads, opts, log=lambda s: print(s, file=sys.stderr, flush=True))
     json_path = args.json_out or args.out.parent / "out" / "bench.json"
     write_outputs(rows, meta, args.out, json_path)
     print(f"wrote {args.out} and {json_path}")

@@ -12,13 +12,12 @@ import os
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib.figure import Figure
 
 from fashion_jax.config import NUM_CLASSES
 from fashion_jax.data import CLASS_NAMES, FashionMNIST
@@ -26,6 +25,18 @@ from fashion_jax.evaluate import DEFAULT_BATCH, predict_logits
 from fashion_jax.history import read_history
 from fashion_jax.model_io import load_model
 from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional, pixels_to_inputs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def new_figure(**kwargs: Any) -> Figure:
+    """A bare matplotlib Figure (no pyplot: no global state, no display needed)."""
+    # Imported on the first figure, not with this module: matplotlib takes ~0.5 s to import, which
+    # the commands that draw nothing (evaluate, predict, cv) should not pay.
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -38,7 +49,7 @@ def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
     """Train/val loss and accuracy per epoch, side by side (the chapter plots loss per epoch)."""
-    fig = Figure(figsize=(10, 4), dpi=100)
+    fig = new_figure(figsize=(10, 4), dpi=100)
     epochs = [row["epoch"] for row in history]
     for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         ax.plot(epochs, [row[key] for row in history], "o-", label="train")
@@ -61,7 +72,7 @@ def plot_samples(
     n = min(n, len(images))
     if n < 1:
         raise ValueError("need at least one image")
-    fig = Figure(figsize=(1.6 * n, 2.0))
+    fig = new_figure(figsize=(1.6 * n, 2.0))
     for ax, image, label in zip(
         fig.subplots(1, n, squeeze=False)[0], images[:n], labels[:n], strict=True
     ):
@@ -94,7 +105,7 @@ def plot_filters(
     weights = kernel[:, :, 0, :]  # a grey-scale input has one channel; for more, show the first
     limit = float(vmax) if vmax is not None else float(np.abs(weights).max()) or 1.0
     rows, cols = _grid(weights.shape[-1], 16)  # 32 filters -> 2 x 16, as in the book
-    fig = Figure(figsize=(cols * 0.9 + 1.2, rows * 0.9 + 0.6))
+    fig = new_figure(figsize=(cols * 0.9 + 1.2, rows * 0.9 + 0.6))
     axes = fig.subplots(rows, cols, squeeze=False)
     image = None
     for i, ax in enumerate(axes.ravel()):
@@ -146,7 +157,7 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
     if maps.ndim != 3:
         raise ValueError(f"feature maps must be (H, W, C), got shape {maps.shape}")
     rows, cols = _grid(maps.shape[-1], 8)
-    fig = Figure(
+    fig = new_figure(
         figsize=(cols * 1.2, rows * 1.2 + (0.4 if title else 0)), layout="constrained"
     )  # title hugs the grid
     for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
@@ -191,7 +202,7 @@ def plot_confusion(
     """The confusion matrix with every count written in its cell and class names on both axes."""
     cm = np.asarray(cm)
     k = len(class_names)
-    fig = Figure(figsize=(8, 7))
+    fig = new_figure(figsize=(8, 7))
     ax = fig.subplots()
     image = ax.imshow(cm, cmap="Blues")
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
@@ -279,7 +290,7 @@ def _conv_figures(
 
 
 def _plot_image(image: np.ndarray, title: str, path: Path) -> Path:
-    fig = Figure(figsize=(3, 3.3))
+    fig = new_figure(figsize=(3, 3.3))
     ax = fig.subplots()
     ax.imshow(image, cmap="gray_r")  # the chapter's colour map for Fashion-MNIST samples
     ax.set_title(title)

@@ -31,7 +31,7 @@ from fashion_jax import cli, model_io, steps
 from fashion_jax import files as files_lib
 from fashion_jax import history as history_lib
 from fashion_jax import resume as resume_lib
-from fashion_jax import train as train_mod
+from fashion_jax import run as run_lib
 from fashion_jax.batching import epoch_order, padded_order
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, model_config
@@ -475,7 +475,7 @@ def with_bad_label(data: FashionMNIST, monkeypatch, rows=(7,)) -> FashionMNIST:
     fit() refuses such labels on the host (data.check_dataset), so the check is switched off here:
     this stands for a NaN that no host check can see coming.
     """
-    monkeypatch.setattr(train_mod, "check_dataset", lambda ds: None)
+    monkeypatch.setattr(run_lib, "check_dataset", lambda ds: None)
     y = data.train_y.copy()
     y[list(rows)] = 10
     return dataclasses.replace(data, train_y=y)

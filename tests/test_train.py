@@ -19,10 +19,11 @@ from jax._src import dispatch
 
 from fashion_jax import evaluate, model_io
 from fashion_jax import history as history_lib
-from fashion_jax import train as train_mod
+from fashion_jax import run as run_lib
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, load_json, model_config
 from fashion_jax.data import FashionMNIST
+from fashion_jax.models import build_model
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -49,7 +50,7 @@ def step_numbers(folder: Path) -> list[int]:
 
 
 def val_metrics(config: TrainConfig, params, data: FashionMNIST) -> dict:
-    model = train_mod.build_model(config.model)
+    model = build_model(config.model)
     eval_step = evaluate.make_eval_step(model, config.eval_batch_size)
     return evaluate.evaluate(
         eval_step,
@@ -271,11 +272,11 @@ def nan_after(n_updates: int) -> optax.GradientTransformation:
 def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(
     small_data, tmp_path, monkeypatch
 ):
-    real_make_optimizer = train_mod.make_optimizer
+    real_make_optimizer = run_lib.make_optimizer
     # Update 21 (global step index 20, in epoch 2) writes NaN params; the loss of step index 21 is
     # NaN.
     monkeypatch.setattr(
-        train_mod,
+        run_lib,
         "make_optimizer",
         lambda config, total: optax.chain(real_make_optimizer(config, total), nan_after(20)),
     )
