@@ -13,6 +13,7 @@ import dataclasses
 import typing
 from typing import Any
 
+from fashion_jax.clusters import CLUSTER_CHOICES
 from fashion_jax.config import (
     MODEL_DEFAULTS,
     PRESETS,
@@ -133,6 +134,13 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument(
         "--subset", type=int, help="train on the first N training images (default: all 48,000)"
+    )
+    p.add_argument(
+        "--cluster",
+        choices=list(CLUSTER_CHOICES),
+        default="auto",
+        help="auto: join the run when srun, mpirun or a Kubernetes Indexed Job started several "
+        "processes; none: train alone (default: auto; --coordinator and $JAX_* win)",
     )
     p.add_argument(
         "--coordinator",

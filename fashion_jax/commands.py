@@ -82,7 +82,9 @@ def cmd_data(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> dict:
     config = train_config(args)
     options = RunOptions(**given(args, RunOptions))
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, cluster=args.cluster
+    )
     options = dataclasses.replace(options, quiet=options.quiet or not distributed.is_leader())
     data = load_data(args, args.subset)
     with GracefulStop() as stop:

@@ -29,6 +29,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fashion_jax import clusters
+from fashion_jax.clusters import CLUSTER_CHOICES
 from fashion_jax.config import ConfigError
 
 ENV_COORDINATOR, ENV_NUM_PROCESSES, ENV_PROCESS_ID = (
@@ -46,21 +48,36 @@ def initialize(
     num_processes: int | None = None,
     process_id: int | None = None,
     timeout_s: int | None = None,
+    cluster: str = "auto",
 ) -> bool:
-    """Join a multi-host run when flags or the standard JAX_* variables ask for one; True if joined.
+    """Join a multi-host run when flags, the standard JAX_* variables or a cluster launcher (SLURM's
+    srun, Open MPI's mpirun, a Kubernetes Indexed Job: clusters.detect) ask for one; True if joined.
 
-    Flags win over the variables. Must run before anything touches a JAX device. A process that
-    cannot reach the coordinator within `timeout_s` (default $FASHION_JAX_INIT_TIMEOUT or 300) is
-    aborted by JAX itself; that cannot be caught here.
+    Flags win over the variables, and both over detection; cluster="none" turns detection off.
+    Must run before anything touches a JAX device. A process that cannot reach the coordinator
+    within `timeout_s` (default $FASHION_JAX_INIT_TIMEOUT or 300) is aborted by JAX itself.
     """
+    if cluster not in CLUSTER_CHOICES:
+        raise ConfigError(f"--cluster must be one of {', '.join(CLUSTER_CHOICES)}, got {cluster!r}")
+    timeout_s = timeout_s if timeout_s is not None else _env_int(ENV_INIT_TIMEOUT, 300)
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
-    if not coordinator:
-        if num_processes is not None or process_id is not None:
-            raise ConfigError(
-                "--num-processes and --process-id need --coordinator HOST:PORT "
-                f"(or ${ENV_COORDINATOR})"
-            )
+    if coordinator:
+        return _join_explicit(coordinator, num_processes, process_id, timeout_s)
+    if num_processes is not None or process_id is not None:
+        raise ConfigError(
+            f"--num-processes and --process-id need --coordinator HOST:PORT (or ${ENV_COORDINATOR})"
+        )
+    launcher = clusters.detect(os.environ) if cluster == "auto" else None
+    if launcher is None:
         return False
+    where = f"the {launcher.processes or 'Kubernetes'}-process {launcher.name} run"
+    _join(f"cannot join {where} as process {launcher.process_id}",
+          cluster_detection_method=launcher.name, initialization_timeout=timeout_s)  # fmt: skip
+    return True
+
+
+def _join_explicit(coordinator: str, num_processes: int | None, process_id: int | None,
+                   timeout_s: int) -> bool:  # fmt: skip
     host, _, port = coordinator.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(
@@ -80,25 +97,20 @@ def initialize(
                 f"of {jax.process_count()}"
             )
         return True
-    timeout_s = timeout_s if timeout_s is not None else _env_int(ENV_INIT_TIMEOUT, 300)
+    what = f"cannot join the {num_processes}-process run at {coordinator} as process {process_id}"
+    _join(what, coordinator_address=coordinator, num_processes=num_processes,
+          process_id=process_id, initialization_timeout=timeout_s)  # fmt: skip
+    return True
+
+
+def _join(what: str, **kwargs: object) -> None:
     try:
-        jax.distributed.initialize(
-            coordinator_address=coordinator,
-            num_processes=num_processes,
-            process_id=process_id,
-            initialization_timeout=timeout_s,
-        )
+        jax.distributed.initialize(**kwargs)
     except (
         RuntimeError
     ) as err:  # e.g. JAX's backends already started (an unreachable coordinator aborts)
-        first = (
-            str(err).strip().splitlines()[0][:300] if str(err).strip() else err.__class__.__name__
-        )
-        raise ConfigError(
-            f"cannot join the {num_processes}-process run at {coordinator} as process "
-            f"{process_id}: {first}"
-        ) from None
-    return True
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{what}: {first}") from None
 
 
 def _env_int(name: str, default: int) -> int:

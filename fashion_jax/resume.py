@@ -47,6 +47,10 @@ class Progress:
     history: list[dict]
     stop: es.StopState
 
+    def unfinished(self, epochs: int) -> bool:
+        """More epochs to train: fewer than `epochs` done and early stopping has not fired."""
+        return self.epoch < epochs and not self.stop.should_stop
+
 
 def check_finite(
     state: Any, sums: EpochSums, epoch: int, steps_per_epoch: int, skip_nonfinite: int

@@ -39,7 +39,7 @@ from fashion_jax.steps import (
     TrainState,
     epoch_sums,
 )
-from fashion_jax.workdir import WorkdirError
+from fashion_jax.workdir import WorkdirError, writer_lock
 
 __all__ = ["FitResult", "NonFiniteLossError", "TrainingInterrupted", "WorkdirError", "fit"]
 
@@ -59,6 +59,8 @@ class FitResult:
     epoch_seconds: list[float]
     stopped_early: bool
     peak_rss_mb: float
+    processes: int  # how many processes took part (jax.process_count())
+    devices: int  # the data-parallel mesh size
     history: list[dict] = field(default_factory=list)
     params: Any = field(default=None, repr=False)
 
@@ -92,26 +94,27 @@ def fit(
     config = config_lib.validate(config)
     run_lib.check_options(options, config)
     should_stop = run_lib.stop_everywhere(should_stop or (lambda: False))
-    run = run_lib.open_run(config, data, Path(workdir), options)
-    try:
-        state, sums, progress = run_lib.initial_state(run)
-        compile_seconds = run_lib.compile_programs(run, state, sums, progress)
-        while progress.epoch < config.epochs and not progress.stop.should_stop:
-            t_epoch = time.perf_counter()
-            state, sums = _train_epoch(run, state, sums, progress, should_stop)
-            row = _epoch_row(run, state, sums, progress.epoch)
-            sums = _record_epoch(run, state, sums, row, progress)
-            run.epoch_seconds.append(time.perf_counter() - t_epoch)
-            if not options.quiet:
-                tqdm.write(_format_row(row, run.epoch_seconds[-1]))
-            if should_stop() and progress.epoch < config.epochs and not progress.stop.should_stop:
-                _interrupted(run, progress.epoch - 1)
-        params, val = _final_params(run, state, progress)
-    finally:
-        run.close()
-    if val is None:
-        val = evaluate(run.eval_step, params, *run.val, config.eval_batch_size)
-    return _finish(run, data, params, val, progress, compile_seconds, t_start)
+    with writer_lock(Path(workdir)):  # one writer per workdir, for the whole run
+        run = run_lib.open_run(config, data, Path(workdir), options)
+        try:
+            state, sums, progress = run_lib.initial_state(run)
+            compile_seconds = run_lib.compile_programs(run, state, sums, progress)
+            while progress.unfinished(config.epochs):
+                t_epoch = time.perf_counter()
+                state, sums = _train_epoch(run, state, sums, progress, should_stop)
+                row = _epoch_row(run, state, sums, progress.epoch)
+                sums = _record_epoch(run, state, sums, row, progress)
+                run.epoch_seconds.append(time.perf_counter() - t_epoch)
+                if not options.quiet:
+                    tqdm.write(_format_row(row, run.epoch_seconds[-1]))
+                if should_stop() and progress.unfinished(config.epochs):
+                    _interrupted(run, progress.epoch - 1)
+            params, val = _final_params(run, state, progress)
+        finally:
+            run.close()
+        if val is None:
+            val = evaluate(run.eval_step, params, *run.val, config.eval_batch_size)
+        return _finish(run, data, params, val, progress, compile_seconds, t_start)
 
 
 def _train_epoch(
@@ -273,6 +276,8 @@ def _finish(
         epoch_seconds=run.epoch_seconds,
         stopped_early=stop.should_stop,
         peak_rss_mb=peak_rss_mb(),
+        processes=jax.process_count(),
+        devices=run.place.num_devices,
         history=progress.history,
         params=params,
     )

@@ -11,9 +11,14 @@ Layout of a workdir (what `fit` writes):
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +31,85 @@ from fashion_jax import config as config_lib
 from fashion_jax import distributed
 from fashion_jax.config import TrainConfig
 
-RUN_FILES = (
-    "config.json",
-    "history.jsonl",
-    "result.json",
-    "curves.png",
-)  # what --overwrite deletes,
-RUN_FOLDERS = ("checkpoints", "best")  # with these folders; nothing else in a workdir is touched
+# What --overwrite deletes: these files and folders; nothing else in a workdir is touched.
+RUN_FILES = ("config.json", "history.jsonl", "result.json", "curves.png")
+RUN_FOLDERS = ("checkpoints", "best")
+LOCK_FILE = ".lock"  # held by the one process that writes the workdir (WorkdirLock)
 
 
 class WorkdirError(RuntimeError):
     """The workdir cannot be used as asked; the message is one line."""
+
+
+class WorkdirLock:
+    """An exclusive lock on a workdir for the whole life of the one process that writes it.
+
+    fcntl.flock on `workdir/.lock`: the kernel drops the lock when the process dies, however it
+    dies, so a kill -9 never leaves a stale lock behind. The file names the holder (pid, start
+    time) for the refusal message. Readers (evaluate, predict, plot) take no lock: checkpoints are
+    renamed into place only when complete, so they always read the last committed one.
+    """
+
+    def __init__(self, workdir: Path):
+        self.workdir, self._fd = Path(workdir), None
+
+    def acquire(self) -> WorkdirLock:
+        if self.workdir.exists() and not self.workdir.is_dir():
+            raise WorkdirError(f"{self.workdir} is a file, not a folder")
+        path = self.workdir / LOCK_FILE
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise WorkdirError(f"{self.workdir}: cannot write ({err.strerror or err})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split() or ["?", "?"]
+            os.close(fd)
+            pid, since = (holder + ["?"])[:2]
+            message = f"{self.workdir} is in use by process {pid} (since {since})"
+            raise WorkdirError(message) from None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> WorkdirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextlib.contextmanager
+def writer_lock(workdir: Path) -> Iterator[None]:
+    """Hold the workdir lock for the run. In a multi-process run only the leader writes the shared
+    files, so only it locks; a refusal reaches every process (a collective), so none is left
+    waiting for a leader that has gone."""
+    if jax.process_count() == 1:
+        with WorkdirLock(workdir):
+            yield
+        return
+    lock, refused = None, None
+    if distributed.is_leader():
+        try:
+            lock = WorkdirLock(workdir).acquire()
+        except WorkdirError as err:
+            refused = err
+    if distributed.any_process(refused is not None):
+        raise refused or WorkdirError(f"{workdir} is in use by another run (process 0 was refused)")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite: bool) -> None:
@@ -55,8 +128,7 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
     elif resume:
         check_workdir_config(workdir, config)
     # Multi-process (shared workdir): every process has read the workdir before the leader changes
-    # it,
-    # and none goes on before the leader is done. Both barriers are no-ops in a single process.
+    # it, and none goes on before the leader is done. Both barriers are no-ops in a single process.
     distributed.barrier("prepare_workdir:checked")
     try:
         if distributed.is_leader():

@@ -15,9 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
 from conftest import require_real_data
 
+from fashion_jax.model_io import load_model
 from fashion_jax.workdir import fingerprint
 
 pytestmark = pytest.mark.slow  # about 10 training processes; `make test` runs them
@@ -206,3 +209,28 @@ def test_second_ctrl_c_exits_at_once_and_corrupts_nothing(reference, tmp_path):
     assert 105 not in steps_in(workdir / "checkpoints")  # the half-written step is not a step
     finish(workdir)
     assert fingerprint(workdir) == reference
+
+
+def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
+    reference, tmp_path
+):
+    workdir = tmp_path / "run"
+    proc = start(workdir)
+    wait_until(proc, lambda: steps_in(workdir / "checkpoints"), "the first checkpoint")
+    holder = (workdir / ".lock").read_text().split()
+    assert holder[0] == str(proc.pid)
+    for extra in (["--resume"], ["--overwrite"], []):  # every kind of second writer
+        second = subprocess.run(
+            command(workdir, *extra), capture_output=True, text=True, timeout=TIMEOUT
+        )
+        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert errors == [f"error: {workdir} is in use by process {proc.pid} (since {holder[1]})"]
+    reads = 0
+    while proc.poll() is None:  # a reader takes no lock and never sees half a save
+        _, _, params = load_model(workdir)
+        assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
+        reads += 1
+    assert proc.returncode == 0, proc.stderr.read()[-1500:]
+    assert reads >= 2
+    assert fingerprint(workdir) == reference  # the refused writers changed nothing

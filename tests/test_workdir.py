@@ -1,15 +1,19 @@
-"""workdir: which setting changes a resume accepts, and which it refuses (check_workdir_config)."""
+"""workdir: which setting changes a resume accepts or refuses, and one writer per workdir."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from fashion_jax import config as config_lib
 from fashion_jax.checkpoint import CheckpointError, CheckpointMismatch
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.workdir import RESUMABLE_CHANGES, check_workdir_config
+from fashion_jax.workdir import RESUMABLE_CHANGES, WorkdirError, WorkdirLock, check_workdir_config
 
 BASE = TrainConfig(model=model_config("mlp", dropout=0.2), optimizer="adam", epochs=4, patience=2)
 # One other valid value for every TrainConfig field (the model is checked apart).
@@ -87,3 +91,43 @@ def test_a_folder_without_a_run_is_a_fresh_start_and_checkpoints_without_config_
     (tmp_path / "checkpoints").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         check_workdir_config(tmp_path, BASE)
+
+
+# ------------------------------------------------------------------ one writer per workdir
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    with WorkdirLock(tmp_path / "run"), pytest.raises(WorkdirError) as err:
+        WorkdirLock(tmp_path / "run").acquire()
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'run'} is in use by process {os.getpid()} (since ")
+    assert "\n" not in message
+    WorkdirLock(tmp_path / "run").acquire().release()  # released: free again
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(WorkdirError, match=f"in use by process {holder.pid} "):
+            WorkdirLock(tmp_path / "run").acquire()
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+    with WorkdirLock(tmp_path / "run"):  # no stale lock after kill -9
+        pass
+
+
+HOLD_LOCK = (
+    "import sys, time; from pathlib import Path; from fashion_jax.workdir import WorkdirLock; "
+    "WorkdirLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)"
+)
+
+
+def test_a_workdir_that_is_a_file_is_refused_by_the_lock(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkdirError, match="is a file, not a folder"):
+        WorkdirLock(tmp_path / "file").acquire()
