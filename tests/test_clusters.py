@@ -94,8 +94,16 @@ def srun_env(job_id: int, task: int, devices: int = 2) -> dict[str, str]:
                      SLURM_STEP_NUM_NODES="1", FASHION_JAX_INIT_TIMEOUT="120")  # fmt: skip
 
 
-def free_slurm_job_id() -> int:
-    """A job id whose coordinator port (JAX: 61440 + job_id % 4096) is free now."""
+def mpirun_env(job_id: int, rank: int, devices: int = 2) -> dict[str, str]:
+    """What Open MPI 4's mpirun gives rank `rank` of 2 on this host (JAX reads only these)."""
+    uri = f"{job_id * 4096}.0;tcp://127.0.0.1:41000"  # JAX's port: 61440 + job_id % 4096
+    return child_env(devices, OMPI_MCA_orte_hnp_uri=uri, OMPI_COMM_WORLD_SIZE="2",
+                     OMPI_COMM_WORLD_RANK=str(rank), OMPI_COMM_WORLD_LOCAL_RANK=str(rank),
+                     FASHION_JAX_INIT_TIMEOUT="120")  # fmt: skip
+
+
+def free_job_id() -> int:
+    """A job id whose coordinator port (JAX, for both launchers: 61440 + id % 4096) is free now."""
     for port in random.Random().sample(range(61440, 65536), 64):
         with socket.socket() as s:
             try:
@@ -106,10 +114,16 @@ def free_slurm_job_id() -> int:
     raise AssertionError("no free port in 61440-65535")
 
 
-def srun_pair(tmp_path: Path, argv: list[str]) -> list[tuple[int, str, str]]:
-    job_id = free_slurm_job_id()
+LAUNCHERS = {"srun": srun_env, "mpirun": mpirun_env}
+
+
+def launch_pair(
+    tmp_path: Path, argv: list[str], launcher: str = "srun"
+) -> list[tuple[int, str, str]]:
+    """`fashion-jax ARGV` as the two processes `launcher` would start, and their outcomes."""
+    job_id, env = free_job_id(), LAUNCHERS[launcher]
     cmd = [sys.executable, "-m", "fashion_jax.cli", *argv]
-    results, _ = run_pair([cmd, cmd], [srun_env(job_id, 0), srun_env(job_id, 1)], tmp_path, 300)
+    results, _ = run_pair([cmd, cmd], [env(job_id, 0), env(job_id, 1)], tmp_path, 300)
     return results
 
 
@@ -125,8 +139,11 @@ def param_arrays(workdir: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_two_srun_tasks_form_one_run_that_trains_like_one_process(tmp_path, synthetic_idx_dir):
-    results = srun_pair(tmp_path, training(synthetic_idx_dir, tmp_path / "srun"))
+@pytest.mark.parametrize("launcher", ["srun", "mpirun"])
+def test_two_launched_processes_form_one_run_that_trains_like_one_process(
+    launcher, tmp_path, synthetic_idx_dir
+):
+    results = launch_pair(tmp_path, training(synthetic_idx_dir, tmp_path / "srun"), launcher)
     for rc, _, err in results:
         assert rc == 0, err[-2000:]
     summaries = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
@@ -143,8 +160,8 @@ def test_two_srun_tasks_form_one_run_that_trains_like_one_process(tmp_path, synt
     rows = [read_history(tmp_path / name / "history.jsonl") for name in ("srun", "one")]
     loss_diff = max(abs(a[k] - b[k]) for a, b in zip(*rows) for k in ("loss", "val_loss"))
     param_diff = max_abs_diff(param_arrays(tmp_path / "srun"), param_arrays(tmp_path / "one"))
-    print(f"srun-simulated 2 processes x 2 devices vs 1 process: max param diff {param_diff:.3g}, "
-          f"max loss diff {loss_diff:.3g}")  # fmt: skip
+    print(f"{launcher}-simulated 2 processes x 2 devices vs 1 process: "
+          f"max param diff {param_diff:.3g}, max loss diff {loss_diff:.3g}")  # fmt: skip
     assert len(rows[0]) == len(rows[1]) == 2
     assert loss_diff <= TOL and param_diff <= TOL
 
@@ -155,7 +172,7 @@ def test_a_second_srun_on_a_locked_workdir_is_refused_in_one_line_by_every_task(
 ):
     workdir = tmp_path / "run"
     with WorkdirLock(workdir):
-        results = srun_pair(tmp_path, training(synthetic_idx_dir, workdir))
+        results = launch_pair(tmp_path, training(synthetic_idx_dir, workdir))
     errors = []
     for rc, _, err in results:
         lines = [line for line in err.splitlines() if line.startswith("error:")]
