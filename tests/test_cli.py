@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 from fashion_jax import cli
-from fashion_jax.config import load_json
+from fashion_jax.config import load_json, preset
+from fashion_jax.config import to_dict as config_to_dict
 from fashion_jax.data import CLASS_NAMES
 from fashion_jax.model_io import load_model
 
@@ -586,3 +587,50 @@ def test_plot_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_cnn, s
 def test_plot_of_a_folder_without_a_model_is_exit_2(tmp_path, synthetic_idx_dir):
     code, _, err = run_main(["plot", "--workdir", tmp_path, *synthetic(synthetic_idx_dir)])
     assert "no config.json" in assert_one_error_line(code, err)
+
+
+# ------------------------------------------------------------------ workdirs that are not runs
+
+
+def odd_workdir(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / kind
+    if kind == "file":
+        path.write_text("not a folder")
+    elif kind == "empty":
+        path.mkdir()
+    elif kind == "foreign":  # another program's folder, with a config.json of its own
+        path.mkdir()
+        (path / "config.json").write_text('{"name": "resnet", "layers": 50}')
+        (path / "checkpoints").mkdir()
+    elif kind == "symlink-loop":
+        path.symlink_to(path)
+    elif kind == "edited-config":  # a real config.json, edited by hand
+        path.mkdir()
+        raw = json.loads(json.dumps(config_to_dict(preset("chapter"))))
+        raw["epochs"] = "twenty"
+        (path / "config.json").write_text(json.dumps(raw))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["file", "empty", "foreign", "symlink-loop", "edited-config"])
+@pytest.mark.parametrize("command", ["evaluate", "predict", "plot", "train --resume", "train"])
+def test_every_command_on_a_workdir_that_is_not_a_run_is_one_line(
+    tmp_path, synthetic_idx_dir, kind, command
+):
+    workdir = odd_workdir(tmp_path, kind)
+    image = tmp_path / "x.npy"
+    np.save(image, np.zeros((28, 28), np.uint8))
+    argv = {
+        "evaluate": ["evaluate", "--workdir", workdir],
+        "predict": ["predict", "--workdir", workdir, image],
+        "plot": ["plot", "--workdir", workdir],
+        "train --resume": ["train", "--preset", "chapter", "--resume", "--workdir", workdir],
+        "train": ["train", "--preset", "chapter", "--workdir", workdir],
+    }[command]
+    data = synthetic(synthetic_idx_dir) if command != "predict" else []
+    if command == "train" and kind == "empty":
+        pytest.skip("an empty folder is a fine place for a fresh run")
+    code, _, err = run_main([*argv, *data])
+    line = assert_one_error_line(code, err)
+    if kind == "edited-config":
+        assert "'epochs'" in line, line

@@ -138,28 +138,34 @@ def param_arrays(workdir: Path) -> dict[str, np.ndarray]:
     return {leaf_name(p): np.asarray(x) for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory, synthetic_idx_dir) -> Path:
+    """The same training as one process on one device: the reference."""
+    workdir = tmp_path_factory.mktemp("alone") / "one"
+    done = subprocess.run(
+        [sys.executable, "-m", "fashion_jax.cli", *training(synthetic_idx_dir, workdir)],
+        env=child_env(1), capture_output=True, text=True, timeout=300, cwd=workdir.parent,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["processes"], summary["devices"]) == (1, 1)
+    return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["srun", "mpirun"])
 def test_two_launched_processes_form_one_run_that_trains_like_one_process(
-    launcher, tmp_path, synthetic_idx_dir
+    launcher, tmp_path, synthetic_idx_dir, alone
 ):
-    results = launch_pair(tmp_path, training(synthetic_idx_dir, tmp_path / "srun"), launcher)
+    workdir = tmp_path / launcher
+    results = launch_pair(tmp_path, training(synthetic_idx_dir, workdir), launcher)
     for rc, _, err in results:
         assert rc == 0, err[-2000:]
     summaries = [json.loads(out.strip().splitlines()[-1]) for _, out, _ in results]
     assert [(s["processes"], s["devices"]) for s in summaries] == [(2, 4), (2, 4)]
-
-    alone = subprocess.run(
-        [sys.executable, "-m", "fashion_jax.cli", *training(synthetic_idx_dir, tmp_path / "one")],
-        env=child_env(1), capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert alone.returncode == 0, alone.stderr[-2000:]
-    single = json.loads(alone.stdout.strip().splitlines()[-1])
-    assert (single["processes"], single["devices"]) == (1, 1)
-
-    rows = [read_history(tmp_path / name / "history.jsonl") for name in ("srun", "one")]
+    rows = [read_history(folder / "history.jsonl") for folder in (workdir, alone)]
     loss_diff = max(abs(a[k] - b[k]) for a, b in zip(*rows) for k in ("loss", "val_loss"))
-    param_diff = max_abs_diff(param_arrays(tmp_path / "srun"), param_arrays(tmp_path / "one"))
+    param_diff = max_abs_diff(param_arrays(workdir), param_arrays(alone))
     print(f"{launcher}-simulated 2 processes x 2 devices vs 1 process: "
           f"max param diff {param_diff:.3g}, max loss diff {loss_diff:.3g}")  # fmt: skip
     assert len(rows[0]) == len(rows[1]) == 2

@@ -4,6 +4,8 @@ and the registries' names."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 
 import pytest
 
@@ -137,3 +139,38 @@ def test_every_field_has_a_help_sentence():
         for f in dataclasses.fields(cls):
             if not dataclasses.is_dataclass(f.type) and f.name != "model":
                 assert f.metadata.get("help"), f"{cls.__name__}.{f.name}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.update(epochs="five"), "config key 'epochs' must be int, got 'five'"),
+        (
+            lambda d: d.update(learning_rate="fast"),
+            "config key 'learning_rate' must be float or NoneType",
+        ),
+        (lambda d: d.update(restore_best=1), "config key 'restore_best' must be bool, got 1"),
+        (lambda d: d["model"].update(hidden=1.5), "config key 'model.hidden' must be int, got 1.5"),
+        (
+            lambda d: d["model"].update(filters=[32, "x"]),
+            "config key 'model.filters' must be a list",
+        ),
+        (lambda d: d.update(layers=3), "unknown key 'layers'"),
+        (lambda d: d["model"].update(units=3), "unknown key 'model.units'"),
+        (lambda d: d.pop("model"), "no model settings"),
+    ],
+)
+def test_a_hand_edited_config_is_refused_in_one_line_naming_the_key(tmp_path, edit, message):
+    raw = config_lib.to_dict(preset("chapter"))
+    edit(raw)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match=re.escape(message)) as err:
+        config_lib.load_json(tmp_path / "config.json")
+    assert "\n" not in str(err.value)
+
+
+def test_whole_numbers_are_fine_for_float_settings(tmp_path):
+    raw = config_lib.to_dict(preset("fast"))
+    raw["learning_rate"], raw["min_delta"] = 1, 0
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    assert config_lib.load_json(tmp_path / "config.json") == preset("fast", learning_rate=1.0)
