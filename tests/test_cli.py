@@ -628,9 +628,9 @@ def test_every_command_on_a_workdir_that_is_not_a_run_is_one_line(
         "train": ["train", "--preset", "chapter", "--workdir", workdir],
     }[command]
     data = synthetic(synthetic_idx_dir) if command != "predict" else []
-    if command == "train" and kind == "empty":
-        pytest.skip("an empty folder is a fine place for a fresh run")
+    if kind == "empty" and command.startswith("train"):
+        pytest.skip("an empty folder is a fine place for a fresh run (--resume starts fresh)")
     code, _, err = run_main([*argv, *data])
     line = assert_one_error_line(code, err)
-    if kind == "edited-config":
-        assert "'epochs'" in line, line
+    if kind == "edited-config" and command != "train":  # a fresh train never reads it
+        assert "config key 'epochs' must be int, got 'twenty'" in line, line
