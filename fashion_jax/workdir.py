@@ -59,21 +59,25 @@ class WorkdirLock:
         path = self.workdir / LOCK_FILE
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            # Read-only: flock needs no write access, and a file held open for writing would keep
+            # the filesystem from being remounted read-only under a running trainer.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as err:
             raise WorkdirError(f"{self.workdir}: cannot write ({err.strerror or err})") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").split() or ["?", "?"]
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
             os.close(fd)
-            pid, since = (holder + ["?"])[:2]
+            pid, since = (holder + ["?", "?"])[:2]
             message = f"{self.workdir} is in use by process {pid} (since {since})"
             raise WorkdirError(message) from None
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {stamp}\n".encode(), 0)
         self._fd = fd
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        # Who holds it, for the refusal message. Written in place: replacing the file (a rename)
+        # would leave the flock on an inode that no later opener sees.
+        with contextlib.suppress(OSError), open(path, "w") as holder:
+            holder.write(f"{os.getpid()} {stamp}\n")
         return self
 
     def release(self) -> None:

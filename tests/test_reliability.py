@@ -215,17 +215,24 @@ def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
     reference, tmp_path
 ):
     workdir = tmp_path / "run"
-    proc = start(workdir)
+    # The save of step 150 (epoch 1's end) is held 30 s: the trainer stays alive, lock held, while
+    # the second writers try.
+    proc = start(workdir, hold=f"{EPOCH}:30")
     wait_until(proc, lambda: steps_in(workdir / "checkpoints"), "the first checkpoint")
     holder = (workdir / ".lock").read_text().split()
     assert holder[0] == str(proc.pid)
-    for extra in (["--resume"], ["--overwrite"], []):  # every kind of second writer
-        second = subprocess.run(
-            command(workdir, *extra), capture_output=True, text=True, timeout=TIMEOUT
-        )
-        errors = [line for line in second.stderr.splitlines() if line.startswith("error:")]
-        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    seconds = [  # every kind of second writer, side by side
+        subprocess.Popen(
+            command(workdir, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )  # fmt: skip
+        for extra in (["--resume"], ["--overwrite"], [])
+    ]
+    for second in seconds:
+        _, err = second.communicate(timeout=TIMEOUT)
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        assert second.returncode == 2 and "Traceback" not in err, err
         assert errors == [f"error: {workdir} is in use by process {proc.pid} (since {holder[1]})"]
+    assert proc.poll() is None, "the trainer ended before the second writers were refused"
     reads = 0
     while proc.poll() is None:  # a reader takes no lock and never sees half a save
         _, _, params = load_model(workdir)
