@@ -305,10 +305,31 @@ def load_weights(path: str | os.PathLike, like: Any) -> Any:
     return params
 
 
+READ_ATTEMPTS = 3
+
+
 def restore_newest_readonly(directory: Path, key: str, target: Any) -> tuple[Any, dict, int] | None:
-    """`_restore_newest` through a read-only manager: readers never write into a run's folder."""
-    manager = _manager(Path(directory), keep=1, read_only=True)
+    """`_restore_newest` through a read-only manager: readers never write into a run's folder.
+
+    A reader takes no lock, so a trainer may commit a newer step and delete the one being read
+    (best/ keeps one) in the middle of the read. When the folder's steps changed during a failed
+    read, the read starts again from the new newest step.
+    """
+    for attempt in range(READ_ATTEMPTS):
+        before = _step_names(Path(directory))
+        manager = _manager(Path(directory), keep=1, read_only=True)
+        try:
+            return _restore_newest(manager, key, target)
+        except CheckpointError:
+            if attempt == READ_ATTEMPTS - 1 or _step_names(Path(directory)) == before:
+                raise
+        finally:
+            manager.close()
+    return None
+
+
+def _step_names(directory: Path) -> list[str]:
     try:
-        return _restore_newest(manager, key, target)
-    finally:
-        manager.close()
+        return sorted(p.name for p in directory.iterdir() if p.name.isdigit())
+    except OSError:
+        return []

@@ -304,3 +304,37 @@ def test_check_workdir_config_refuses_other_training_settings(run):
 
 def test_check_workdir_config_accepts_a_fresh_folder(tmp_path):
     workdir_lib.check_workdir_config(tmp_path, TrainConfig(model=model_config("cnn")))
+
+
+def test_a_reader_retries_when_the_step_it_reads_is_replaced_under_it(tmp_path, monkeypatch):
+    """A trainer may commit best/2 and delete best/1 while a reader (no lock) is reading best/1."""
+    folder = tmp_path / "best"
+    (folder / "1").mkdir(parents=True)
+    calls = []
+
+    def racing_restore(manager, key, target):
+        calls.append(sorted(p.name for p in folder.iterdir()))
+        if len(calls) == 1:  # the trainer swaps the step during the first read
+            (folder / "1").rmdir()
+            (folder / "2").mkdir()
+            raise ckpt.CheckpointError(f"{folder}/1: Exception: Encountered error while reading")
+        return "params", {}, 2
+
+    monkeypatch.setattr(ckpt, "_restore_newest", racing_restore)
+    assert ckpt.restore_newest_readonly(folder, "params", None) == ("params", {}, 2)
+    assert calls == [["1"], ["2"]]
+
+
+def test_a_reader_does_not_retry_real_damage(tmp_path, monkeypatch):
+    folder = tmp_path / "best"
+    (folder / "1").mkdir(parents=True)
+    calls = []
+
+    def damaged(manager, key, target):
+        calls.append(1)
+        raise ckpt.CheckpointError(f"{folder}/1: damaged")
+
+    monkeypatch.setattr(ckpt, "_restore_newest", damaged)
+    with pytest.raises(ckpt.CheckpointError, match="damaged"):
+        ckpt.restore_newest_readonly(folder, "params", None)
+    assert len(calls) == 1

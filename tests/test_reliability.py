@@ -215,9 +215,9 @@ def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
     reference, tmp_path
 ):
     workdir = tmp_path / "run"
-    # The save of step 150 (epoch 1's end) is held 30 s: the trainer stays alive, lock held, while
+    # The save of step 150 (epoch 1's end) is held 20 s: the trainer stays alive, lock held, while
     # the second writers try.
-    proc = start(workdir, hold=f"{EPOCH}:30")
+    proc = start(workdir, hold=f"{EPOCH}:20")
     wait_until(proc, lambda: steps_in(workdir / "checkpoints"), "the first checkpoint")
     holder = (workdir / ".lock").read_text().split()
     assert holder[0] == str(proc.pid)
