@@ -35,6 +35,7 @@ from fashion_jax.idx import DataError
 from fashion_jax.model_io import load_model
 from fashion_jax.plots import plot_all, plot_samples
 from fashion_jax.predict import predict_files
+from fashion_jax.run import check_options
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
 EXIT_BAD_INPUT = 2
@@ -86,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         args.coordinator, args.num_processes, args.process_id, cluster=args.cluster
     )
     options = dataclasses.replace(options, quiet=options.quiet or not distributed.is_leader())
+    check_options(options, config)  # before the data: a bad combination of flags fails at once
     data = load_data(args, args.subset)
     with GracefulStop() as stop:
         try:

@@ -55,9 +55,14 @@ def require_real_data(system_dir_only: bool = False) -> None:
         pytest.skip(message)
 
 
+# Fixtures that read the real files: a test that uses one (directly or through another fixture)
+# is marked `realdata`.
+REAL_DATA_FIXTURES = {"real_data", "real_small", "real", "real_train", "tiny_dir"}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "real_data" in getattr(item, "fixturenames", ()):
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realdata)
 
 

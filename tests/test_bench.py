@@ -41,6 +41,7 @@ def _rows(md: str, name: str) -> list[str]:
     return [line for line in md.splitlines() if line.startswith("|") and f"(`{name}`)" in line]
 
 
+@pytest.mark.realdata
 def test_harness_smoke_on_a_subset(tmp_path: Path) -> None:
     """The real command line, on 256 images, with the two quickest peers
     (a few seconds each on 2 cores)."""

@@ -133,6 +133,7 @@ def test_evaluate_val_matches_the_train_summary(trained):
     assert got["loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
 
 
+@pytest.mark.realdata
 def test_checkpoints_at_end_leaves_a_model_that_evaluates_as_trained(tmp_path):
     workdir = tmp_path / "lean"
     code, out, err = run_main(
@@ -214,6 +215,7 @@ def test_predict_a_bad_file_is_one_error_line(trained, images, name):
 # ------------------------------------------------------------------ data / shapes / xor
 
 
+@pytest.mark.realdata
 def test_data_json(tmp_path):
     png = tmp_path / "samples.png"
     code, out, err = run_main(["data", "--json", "--out", png])
@@ -330,6 +332,7 @@ def test_fresh_train_into_a_used_workdir_is_exit_2(trained):
     assert "--resume" in assert_one_error_line(code, err)
 
 
+@pytest.mark.realdata
 def test_nan_loss_is_exit_2_naming_the_epoch(tmp_path):
     # Plain SGD at 1e9 on a ReLU MLP overflows to NaN in the first epoch (a dense softmax layer or a
     # sigmoid MLP stays finite at this rate: their gradients are bounded).

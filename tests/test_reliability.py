@@ -23,7 +23,8 @@ from conftest import require_real_data
 from fashion_jax.model_io import load_model
 from fashion_jax.workdir import fingerprint
 
-pytestmark = pytest.mark.slow  # about 10 training processes; `make test` runs them
+# About 10 training processes on the real data; `make test` runs them.
+pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
 # 1200 rows / batch 8 = 150 steps an epoch: on CPU one 100-step scan then 50 single steps, with a
 # checkpoint every 5 steps from step 100 on; dropout, so the per-step keys matter.
