@@ -103,6 +103,13 @@ def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument(
         "--json", action="store_true", help="print one JSON object as the last stdout line"
     )
+    p.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program again instead of loading it from the persistent cache "
+        "(default: use $XDG_CACHE_HOME/fashion_jax or ~/.cache/fashion_jax; "
+        "FASHION_JAX_NO_COMPILE_CACHE=1 also turns it off)",
+    )
     if data:
         p.add_argument(
             "--data-dir",

@@ -27,6 +27,7 @@ from fashion_jax.chapter import shapes
 from fashion_jax.chapter.xor import xor_report
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.cli_flags import CONFIG_CLASSES, CliError, given
+from fashion_jax.compile import enable_persistent_cache
 from fashion_jax.config import ConfigError, CVOptions, RunOptions
 from fashion_jax.cv import NonFiniteCVError, cross_validate
 from fashion_jax.data import CLASS_NAMES, FashionMNIST, describe, load_dataset, load_split
@@ -250,7 +251,8 @@ def resume_command(argv: list[str] | None) -> str:
 
 
 def quiet_logs() -> None:
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    # force: an import before this one (the JAX stack) may have configured the root logger already
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", force=True)
     # Orbax logs the failures of its background save threads with tracebacks; the fit loop turns
     # each into one CheckpointError line, so only a debugging session needs to see them.
     absl_logging.set_verbosity(
@@ -261,6 +263,7 @@ def quiet_logs() -> None:
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the parsed command; the exit status."""
     quiet_logs()
+    enable_persistent_cache(not args.no_compile_cache)
     try:
         out = COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -196,7 +196,8 @@ def test_predict_resizes_a_56x56_png_with_a_warning_in_a_real_process(trained, i
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "resiz" in line]
-    assert len(warnings) == 1 and "56x56" in warnings[0] and "28x28" in warnings[0], proc.stderr
+    assert len(warnings) == 1 and warnings[0].startswith("warning: "), proc.stderr
+    assert "56x56" in warnings[0] and "28x28" in warnings[0], proc.stderr
     (row,) = last_json(proc.stdout)["predictions"]
     assert row["class"] == CLASS_NAMES[row["label"]] and 0.0 < row["probability"] <= 1.0
 
@@ -637,3 +638,54 @@ def test_every_command_on_a_workdir_that_is_not_a_run_is_one_line(
     line = assert_one_error_line(code, err)
     if kind == "edited-config" and command != "train":  # a fresh train never reads it
         assert "config key 'epochs' must be int, got 'twenty'" in line, line
+
+
+# ------------------------------------------------------------------ persistent compilation cache
+
+COUNT_CACHE_HITS = (
+    "import sys, jax; hits = []; "
+    "jax.monitoring.register_event_listener("
+    "lambda name, **_: hits.append(1) if name == '/jax/compilation_cache/cache_hits' else None); "
+    "from fashion_jax.cli import main; rc = main(sys.argv[1:]); "
+    "print('hits', len(hits)); sys.exit(rc)"
+)
+
+
+def cached_run(tmp_path: Path, cache_home: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["XDG_CACHE_HOME"] = str(cache_home)
+    return subprocess.run([sys.executable, "-c", COUNT_CACHE_HITS, *map(str, argv)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def hits(proc: subprocess.CompletedProcess) -> int:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(proc.stdout.strip().splitlines()[-1].split()[1])
+
+
+def test_a_second_process_loads_its_programs_from_the_cache_and_survives_a_poisoned_one(
+    tmp_path, synthetic_idx_dir
+):
+    cache_home = tmp_path / "cache"
+    argv = ["train", "--model", "mlp", "--epochs", "1", "--workdir", tmp_path / "run", "--quiet",
+            "--overwrite", *synthetic(synthetic_idx_dir)]  # fmt: skip
+    first = hits(cached_run(tmp_path, cache_home, *argv))  # hits only for a program built twice
+    entries = [p for p in (cache_home / "fashion_jax").iterdir() if p.is_file()]
+    assert entries, "nothing was written to the cache"
+    second = hits(cached_run(tmp_path, cache_home, *argv))
+    assert second >= len(entries) > first
+    assert hits(cached_run(tmp_path, cache_home, *argv, "--no-compile-cache")) == 0
+    for entry in entries:  # a damaged cache: the run compiles, says so once, and succeeds
+        entry.write_bytes(b"not a compiled program")
+    damaged = cached_run(tmp_path, cache_home, *argv)
+    hits(damaged)
+    said = [line for line in damaged.stderr.splitlines() if "compilation cache" in line]
+    assert said == ["warning: compilation cache: an entry could not be read; compiling it again"]
+    assert "Traceback" not in damaged.stderr and "warnings.warn" not in damaged.stderr
+
+
+def test_an_unusable_cache_folder_never_fails_a_run(tmp_path):
+    (tmp_path / "file").write_text("XDG_CACHE_HOME is a file here")
+    done = cached_run(tmp_path, tmp_path / "file", "xor", "--json")
+    hits(done)
+    assert "warning: compilation cache off:" in done.stderr
