@@ -142,10 +142,13 @@ class RunCheckpoints:
         self.workdir = Path(workdir)
         self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
         self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
-        if not read_only:  # probes left by a process killed between their mkdir and rmdir
+        if not read_only:  # what a killed writer left: probes, and unfinished saves
+            # Orbax removes its unfinished saves too, but not always before the first restore
+            # (seen under load); the writer holds the workdir lock, so nothing else is saving.
             for folder in (self.workdir / "checkpoints", self.workdir / "best"):
-                for stale in folder.glob(f"{PROBE_PREFIX}*"):
-                    shutil.rmtree(stale, ignore_errors=True)
+                for pattern in (f"{PROBE_PREFIX}*", f"*{TMP_MARK}*"):
+                    for stale in folder.glob(pattern):
+                        shutil.rmtree(stale, ignore_errors=True)
 
     def save_state(self, step: int, tree: Any, meta: dict) -> None:
         self._save(self.latest, step, "state", tree, meta)
@@ -213,6 +216,7 @@ class RunCheckpoints:
 
 
 PROBE_PREFIX = ".write-probe-"
+TMP_MARK = ".orbax-checkpoint-tmp"  # Orbax writes a step here, then renames it
 
 
 def _probe_writable(directory: Path) -> None:

@@ -251,8 +251,13 @@ def resume_command(argv: list[str] | None) -> str:
 
 
 def quiet_logs() -> None:
-    # force: an import before this one (the JAX stack) may have configured the root logger already
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", force=True)
+    warning = logging.Formatter("warning: %(message)s")
+    plain = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
+    if plain:  # an import before this one (the JAX stack) configured the root logger already
+        for handler in plain:
+            handler.setFormatter(warning)
+    else:
+        logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
     # Orbax logs the failures of its background save threads with tracebacks; the fit loop turns
     # each into one CheckpointError line, so only a debugging session needs to see them.
     absl_logging.set_verbosity(
