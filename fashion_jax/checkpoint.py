@@ -140,15 +140,16 @@ class RunCheckpoints:
 
     def __init__(self, workdir: Path, read_only: bool = False):
         self.workdir = Path(workdir)
-        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
-        self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
         if not read_only:  # what a killed writer left: probes, and unfinished saves
-            # Orbax removes its unfinished saves too, but not always before the first restore
-            # (seen under load); the writer holds the workdir lock, so nothing else is saving.
+            # Before the managers exist: Orbax removes unfinished saves too, in the background,
+            # and not always before the first restore (seen under load); two removers would race.
+            # The writer holds the workdir lock, so nothing else is saving here.
             for folder in (self.workdir / "checkpoints", self.workdir / "best"):
                 for pattern in (f"{PROBE_PREFIX}*", f"*{TMP_MARK}*"):
                     for stale in folder.glob(pattern):
                         shutil.rmtree(stale, ignore_errors=True)
+        self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
+        self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
 
     def save_state(self, step: int, tree: Any, meta: dict) -> None:
         self._save(self.latest, step, "state", tree, meta)
