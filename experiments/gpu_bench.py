@@ -1,5 +1,6 @@
-"""One short, prepared accelerator benchmark: CNN epoch (step dispatch vs scan, batch 32 and 256)
-and the vmapped 5-fold CV. Run it where JAX sees a GPU/TPU:
+"""One short, prepared accelerator benchmark: CNN epoch (step dispatch vs scan, batch 32 and 256),
+the vmapped 5-fold CV, and whole `train`/`predict` processes with an empty and then a filled
+compilation cache (compile time from experiments/cli_stats.py). Run it where JAX sees a GPU/TPU:
 
     python experiments/gpu_bench.py --out experiments/out/gpu_bench.json
 
@@ -11,6 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,6 +80,38 @@ def cv_run() -> dict:
     return {"workload": "cv_logreg_5fold", "seconds": time.perf_counter() - t0, **result.summary()}
 
 
+def process_runs(subset: int | None) -> list[dict]:
+    """`train` (CNN, 1 epoch) and `predict` (one image) as whole processes: each once with an empty
+    compilation cache, then again with the cache the first run filled."""
+    stats_cli = Path(__file__).with_name("cli_stats.py")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
+        image = Path(tmp) / "image.npy"
+        np.save(image, load_dataset(subset=subset or 1).test_x[0])
+        train = ["train", "--model", "cnn", "--epochs", "1", "--workdir", f"{tmp}/run"]
+        train += ["--quiet", "--overwrite"] + (["--subset", str(subset)] if subset else [])
+        for command, argv in (
+            ("train", train),
+            ("predict", ["predict", "--workdir", f"{tmp}/run"]),
+        ):
+            argv = argv + ([str(image)] if command == "predict" else [])
+            for cache in ("cold", "warm"):
+                stats = Path(tmp) / f"{command}-{cache}.json"
+                env = {**os.environ, "XDG_CACHE_HOME": f"{tmp}/cache-{command}"}
+                env.pop("FASHION_JAX_NO_COMPILE_CACHE", None)
+                env["FASHION_JAX_BENCH_STATS"] = str(stats)
+                t0 = time.perf_counter()
+                done = subprocess.run(
+                    [sys.executable, str(stats_cli), *argv, "--json"], env=env, capture_output=True
+                )
+                row = {"workload": f"{command}_process", "cache": cache}
+                row["seconds"] = time.perf_counter() - t0
+                row["returncode"] = done.returncode
+                row.update(json.loads(stats.read_text()) if stats.exists() else {})
+                rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="experiments/out/gpu_bench.json")
@@ -89,6 +126,9 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     rows.append(cv_run())
     print(json.dumps(rows[-1]), flush=True)
+    for row in process_runs(args.subset):
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
 

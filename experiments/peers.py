@@ -7,8 +7,12 @@ train only.
 Each workload runs alone in its own process (bench.py starts one per run), so it pays its own import
 and compile cost and reports its own peak RSS:
 
-    python experiments/peers.py {torch_cnn,keras_cnn,keras_dense,sklearn_cv}
-                                [--subset N] [--epochs N]
+    python experiments/peers.py {torch_cnn,keras_cnn,keras_dense,sklearn_cv,ours_dense_fit}
+                                [--subset N] [--epochs N] [--channels-last] [--torch-compile]
+
+ours_dense_fit is fashion_jax's `fit` timed the way Keras's is: Python-level timing around the one
+call, in this process, its compile included (with the persistent compilation cache when
+FASHION_JAX_NO_COMPILE_CACHE is unset, as the CLI runs it).
 
 The last stdout line is one JSON object:
     {"workload", "peer", "seconds", "compile_seconds", "val_accuracy", "peak_rss_mb", ...}
@@ -42,8 +46,8 @@ import numpy as np
 # Make `fashion_jax` importable when run as a script from anywhere (the harness runs it from the
 # repo root).
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:  # appended: a PYTHONPATH export (bench --baseline) comes first
+    sys.path.append(str(ROOT))
 
 SEED = 42
 CNN_EVAL_BATCH = (
@@ -240,6 +244,11 @@ def torch_cnn(args: argparse.Namespace) -> Result:
     loss_fn = nn.CrossEntropyLoss()
     epochs = args.epochs or 1
     val_x, val_y = torch.from_numpy(vx[:, None]), torch.from_numpy(vy)
+    if args.channels_last:  # NHWC in memory: oneDNN's preferred conv layout on CPU
+        model = model.to(memory_format=torch.channels_last)
+        x, val_x = (t.contiguous(memory_format=torch.channels_last) for t in (x, val_x))
+    if args.torch_compile:  # compiled on the first batch, inside the timed region
+        model = torch.compile(model)
     best_acc = -1.0
     with tempfile.TemporaryDirectory(prefix="torch-cnn-") as tmp:
         t0 = time.perf_counter()
@@ -252,9 +261,18 @@ def torch_cnn(args: argparse.Namespace) -> Result:
                 best_acc = val_acc
                 torch.save(model.state_dict(), os.path.join(tmp, "best-cnn-model.pt"))
         seconds = (time.perf_counter() - t0) / epochs  # per epoch, like ours
+    settings = [
+        name
+        for name, on in (
+            ("channels_last", args.channels_last),
+            ("torch.compile", args.torch_compile),
+        )
+        if on
+    ]
     return {
         "workload": "torch_cnn",
-        "peer": f"torch {torch.__version__}",
+        "peer": f"torch {torch.__version__}" + (f" ({', '.join(settings)})" if settings else ""),
+        "settings": settings,
         "seconds": seconds,
         "compile_seconds": None,
         "epochs": epochs,
@@ -345,6 +363,39 @@ def keras_dense(args: argparse.Namespace) -> Result:
     return _keras_result("keras_dense", keras, total, compile_s, float(val_acc))
 
 
+def ours_dense_fit(args: argparse.Namespace) -> Result:
+    """fashion_jax's whole `fit` for keras_dense's workload: compile, 5 epochs, validation and the
+    per-epoch checkpoints (on by default) included; `seconds` is the whole call."""
+    from fashion_jax import config as config_lib
+    from fashion_jax.config import RunOptions
+    from fashion_jax.data import load_dataset
+    from fashion_jax.train import fit
+
+    try:  # what the CLI does; off with FASHION_JAX_NO_COMPILE_CACHE
+        from fashion_jax.compile import enable_persistent_cache
+
+        cache = enable_persistent_cache()
+    except ImportError:  # a --baseline export from before the cache existed
+        cache = None
+    data = load_dataset(subset=args.subset)
+    config = config_lib.preset(
+        None, model="dense", epochs=args.epochs or 5, batch_size=args.batch_size, patience=0
+    )
+    with tempfile.TemporaryDirectory(prefix="ours-dense-") as tmp:
+        t0 = time.perf_counter()
+        result = fit(config, data, Path(tmp) / "run", RunOptions(quiet=True))
+        seconds = time.perf_counter() - t0
+    return {
+        "workload": "ours_dense_fit",
+        "peer": "fashion_jax fit" + (" (compilation cache on)" if cache else ""),
+        "seconds": seconds,
+        "compile_seconds": result.compile_seconds,
+        "epoch_seconds": result.epoch_seconds,
+        "val_accuracy": result.val_accuracy,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def sklearn_cv(args: argparse.Namespace) -> Result:
     sklearn = _try_import("sklearn")
     if sklearn is None:
@@ -398,6 +449,7 @@ WORKLOADS: dict[str, Callable[[argparse.Namespace], Result]] = {
     "keras_cnn": keras_cnn,
     "keras_dense": keras_dense,
     "sklearn_cv": sklearn_cv,
+    "ours_dense_fit": ours_dense_fit,
 }
 
 
@@ -424,6 +476,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # slower than one.
     p.add_argument(
         "--threads", type=int, default=None, help="torch_cnn only (default: os.cpu_count())"
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="torch_cnn only: NHWC memory format"
+    )
+    p.add_argument(
+        "--torch-compile", action="store_true", help="torch_cnn only: torch.compile the model"
     )
     return p.parse_args(argv)
 

@@ -7,6 +7,9 @@ Layout of a workdir:
   config.json            the TrainConfig; restores the model without the caller knowing it
   checkpoints/<step>/    latest full states (params, optimizer, counters, early stopping, history)
   best/<epoch>/          params of the best epoch by the monitored metric
+  params.msgpack         a copy of best/'s newest params for readers (params_file.py), written
+                         once best/ is committed (wait), so predict needs no Orbax; single-
+                         process runs only (multi-process readers read best/ itself)
 Two managers, because `best_fn` with `max_to_keep` would keep the best N and drop the latest.
 """
 
@@ -25,7 +28,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from fashion_jax import params_file
 from fashion_jax.numerics import first_nonfinite
+from fashion_jax.save_queue import SaveQueue
 
 log = logging.getLogger("fashion_jax")
 
@@ -148,46 +153,52 @@ class RunCheckpoints:
                 for pattern in (f"{PROBE_PREFIX}*", f"*{TMP_MARK}*"):
                     for stale in folder.glob(pattern):
                         shutil.rmtree(stale, ignore_errors=True)
+            params_file.discard(self.workdir)  # best/ is about to change
         self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
         self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
+        self._best_copy: tuple[int, Any] | None = None  # for params.msgpack, once committed
+        # Saves run on a helper thread (save_queue.py), except in multi-process runs, where Orbax
+        # synchronises the processes inside each save and the main thread keeps that order.
+        single = not read_only and jax.process_count() == 1
+        self._queue = SaveQueue() if single else None
 
     def save_state(self, step: int, tree: Any, meta: dict) -> None:
         self._save(self.latest, step, "state", tree, meta)
 
     def save_best(self, epoch: int, params: Any, meta: dict) -> None:
-        self._save(self.best, epoch, "params", params, meta)
+        host = self._save(self.best, epoch, "params", params, meta)
+        if host is not None:  # single-process runs; multi-process readers use best/ itself
+            self._best_copy = (epoch, host)
 
     def _save(
         self, manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict
-    ) -> None:
+    ) -> Any:
+        """Issue the save (on the queue's thread: of a host copy of `tree`, which it returns)."""
         try:
-            _probe_writable(Path(manager.directory))
-            manager.save(
-                step,
-                args=ocp.args.Composite(
-                    **{
-                        key: ocp.args.StandardSave(tree),
-                        "meta": ocp.args.JsonSave(_json_copy(meta)),
-                    }
-                ),
-                force=True,
-            )
-        except Exception as err:  # includes a failure of the previous async save, surfaced here
-            raise CheckpointError(
-                f"cannot write checkpoints in {manager.directory}: {_brief(err)}"
-            ) from None
+            _probe_writable(Path(manager.directory))  # a refusing folder fails here, at once
+        except Exception as err:
+            raise _write_error(manager, err) from None
+        if self._queue is None:
+            _orbax_save(manager, step, key, tree, _json_copy(meta))
+            return None
+        host = jax.device_get(tree)  # the next train step donates the device buffers
+        self._queue.submit(_save_copy, manager, step, key, host, _shardings(tree), _json_copy(meta))
+        return host
 
     def restore_state(
         self, target: Any, validate: Callable[[int, Any, dict], None] | None = None
     ) -> tuple[Any, dict, int] | None:
         """(tree, meta, step) of the newest intact full state, or None when there is none yet."""
+        self._drain()
         return _restore_newest(self.latest, "state", target, validate)
 
     def restore_best(self, target: Any) -> tuple[Any, dict, int] | None:
+        self._drain()
         return _restore_newest(self.best, "params", target)
 
     def prune(self, latest_after: int, best_after: int) -> None:
         """Delete latest steps > latest_after and best epochs > best_after (see resume.restore)."""
+        self._drain()
         for manager, after in ((self.latest, latest_after), (self.best, best_after)):
             for step in [s for s in manager.all_steps() if s > after]:
                 log.warning(
@@ -198,6 +209,8 @@ class RunCheckpoints:
                 manager.delete(step)
 
     def wait(self) -> None:
+        """Block until every save is committed; then copy the newest best params for readers."""
+        self._drain()
         for manager in (self.latest, self.best):
             try:
                 manager.wait_until_finished()
@@ -205,15 +218,59 @@ class RunCheckpoints:
                 raise CheckpointError(
                     f"cannot write checkpoints in {manager.directory}: {_brief(err)}"
                 ) from None
+        if self._best_copy is not None:
+            epoch, params = self._best_copy
+            self._best_copy = None
+            try:
+                params_file.write(self.workdir, f"best/{epoch}", params)
+            except OSError as err:  # only a cache: readers fall back to best/ itself
+                log.warning("%s not written (%s)", self.workdir / params_file.FILE, _brief(err))
 
     def close(self) -> None:
         """Finish pending saves and release threads; never raises (it runs while errors
         propagate)."""
+        if self._queue is not None:
+            self._queue.close()
         for manager in (self.latest, self.best):
             try:
                 manager.close()
             except Exception as err:
                 log.warning("checkpoint in %s not finished (%s)", manager.directory, _brief(err))
+
+    def _drain(self) -> None:
+        if self._queue is not None:
+            self._queue.drain()
+
+
+def _orbax_save(manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict) -> None:
+    try:
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{key: ocp.args.StandardSave(tree), "meta": ocp.args.JsonSave(meta)}
+            ),
+            force=True,
+        )
+    except Exception as err:  # includes a failure of the previous async save, surfaced here
+        raise _write_error(manager, err) from None
+
+
+def _shardings(tree: Any) -> list:
+    return [getattr(x, "sharding", None) for x in jax.tree.leaves(tree)]
+
+
+def _save_copy(
+    manager: ocp.CheckpointManager, step: int, key: str, host: Any, shardings: list, meta: dict
+) -> None:
+    """Save the host copy as the device arrays it was copied from: placed as they were, so the
+    files (and their sharding metadata) are what saving those arrays wrote."""
+    leaves, treedef = jax.tree.flatten(host)
+    placed = [x if s is None else jax.device_put(x, s) for x, s in zip(leaves, shardings)]
+    _orbax_save(manager, step, key, jax.tree.unflatten(treedef, placed), meta)
+
+
+def _write_error(manager: ocp.CheckpointManager, err: BaseException) -> CheckpointError:
+    return CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}")
 
 
 PROBE_PREFIX = ".write-probe-"

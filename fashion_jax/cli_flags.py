@@ -16,6 +16,7 @@ from typing import Any
 from fashion_jax.clusters import CLUSTER_CHOICES
 from fashion_jax.config import (
     MODEL_DEFAULTS,
+    PREPROCESS_MODES,
     PRESETS,
     CVOptions,
     ModelConfig,
@@ -221,14 +222,28 @@ def build_parser() -> OneLineParser:
     )
     add_common(p)
 
-    p = sub.add_parser("predict", help="classify 28x28 grayscale PNG/JPEG or .npy files")
+    p = sub.add_parser(
+        "predict", help="classify photos of clothes, Fashion-MNIST-like images or .npy arrays"
+    )
     p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
-    p.add_argument("files", nargs="+", help="images (PNG, JPEG, ...) or .npy arrays")
+    p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
+    p.add_argument(
+        "--preprocess",
+        choices=list(PREPROCESS_MODES),
+        default=PREPROCESS_MODES[0],
+        help="fashion-mnist: the dataset's own conversion of a shop photo (trim, resize, "
+        "sharpen, centre, negate); none: only grey and 28x28; auto: the conversion unless the "
+        "image already looks like Fashion-MNIST (a light garment on black) (default: auto)",
+    )
+    p.add_argument(
+        "--save-inputs",
+        metavar="DIR",
+        help="write the 28x28 PNG the model saw for each file into DIR (default: none written)",
+    )
     add_common(p, data=False)
 
     _add_cv(sub)
     _add_chapter_tools(sub)
-
     p = sub.add_parser(
         "plot", help="filters, feature maps, confusion matrix and curves of a trained model"
     )
@@ -241,4 +256,49 @@ def build_parser() -> OneLineParser:
     )
     p.add_argument("--out-dir", help="where the PNGs go (default: WORKDIR/plots)")
     add_common(p)
+    _add_serve(sub)
+    _add_keras(sub)
     return parser
+
+
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser("serve", help="a local web page to try a trained model on your photos")
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    p.add_argument(
+        "--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)"
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        help="larger uploads are refused with HTTP 413 (default: 10)",
+    )
+    add_common(p, data=False)
+
+
+def _add_keras(sub: Any) -> None:
+    p = sub.add_parser(
+        "import", help="a Keras model (.keras, .h5, weights-only .h5) as a fashion_jax workdir"
+    )
+    p.add_argument("file", help="the Keras file: model.save() or model.save_weights() output")
+    p.add_argument("--workdir", required=True, help="the workdir to create")
+    for cls in CONFIG_CLASSES:  # the model flags say a weights-only file's architecture
+        add_dataclass_flags(p, cls)
+    p.add_argument(
+        "--subset",
+        type=int,
+        help="the training rows a later `train --resume` uses (default: all 48,000)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a run in --workdir")
+    add_common(p, data=False)
+
+    p = sub.add_parser("export", help="a workdir's model as a Keras file the chapter's code loads")
+    p.add_argument("workdir", help="a training workdir or a saved model folder")
+    p.add_argument("out", help="OUT.keras or OUT.h5 (whole model), OUT.weights.h5 (weights only)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    add_common(p, data=False)

@@ -1,6 +1,7 @@
 """What each `fashion-jax` command does, and how its outcome reaches the terminal.
 
-`run(args)` calls the command's handler. Bad input (missing or corrupt data, bad flags, foreign
+`run(args)` imports the command's handler (COMMANDS: name -> "module:function", so a command loads
+only the modules it needs) and calls it. Bad input (missing or corrupt data, bad flags, foreign
 checkpoints, NaN loss) ends with one `error: ...` line on stderr and exit status 2, never a
 traceback; an interrupted `train` says how to resume and exits 128 + the signal number.
 """
@@ -8,8 +9,7 @@ traceback; an interrupted `train` says how to resume and exits 128 + the signal 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -17,230 +17,68 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from absl import logging as absl_logging
 
-from fashion_jax import config as config_lib
-from fashion_jax import distributed
-from fashion_jax.chapter import shapes
-from fashion_jax.chapter.xor import xor_report
-from fashion_jax.checkpoint import CheckpointError
-from fashion_jax.cli_flags import CONFIG_CLASSES, CliError, given
 from fashion_jax.compile import enable_persistent_cache
-from fashion_jax.config import ConfigError, CVOptions, RunOptions
-from fashion_jax.cv import NonFiniteCVError, cross_validate
-from fashion_jax.data import CLASS_NAMES, FashionMNIST, describe, load_dataset, load_split
-from fashion_jax.evaluate import evaluate_arrays
-from fashion_jax.idx import DataError
-from fashion_jax.model_io import load_model
-from fashion_jax.plots import plot_all, plot_samples
-from fashion_jax.predict import predict_files
-from fashion_jax.run import check_options
-from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
 EXIT_BAD_INPUT = 2
-EXPECTED_ERRORS = (
-    CliError,
-    ConfigError,
-    DataError,
-    CheckpointError,
-    WorkdirError,
-    NonFiniteLossError,
-    NonFiniteCVError,
-    ValueError,
-    OSError,
-)
-
-
-def load_data(args: argparse.Namespace, subset: int | None = None) -> FashionMNIST:
-    if subset is not None and subset < 1:
-        raise CliError(f"--subset must be positive, got {subset}")
-    return load_dataset(args.data_dir, verify=not args.no_verify, subset=subset)
-
-
-def train_config(args: argparse.Namespace) -> config_lib.TrainConfig:
-    """--preset plus the flags the user typed, exactly as `config.preset(name, **flags)`."""
-    return config_lib.validate(config_lib.preset(args.preset, **given(args, *CONFIG_CLASSES)))
-
-
-def cmd_data(args: argparse.Namespace) -> dict:
-    ds = load_data(args)
-    info = describe(ds)
-    png = plot_samples(ds.train_x, ds.train_y, Path(args.out))
-    if not args.json:
-        print(f"source: {info['source']}")
-        for split in ("train", "val", "test"):
-            counts = "  ".join(f"{k}={v}" for k, v in info["class_counts"][split].items())
-            print(f"{split:5s} {info[split]:6d}  {counts}")
-        print(
-            "first 10 training labels:",
-            [f"{int(y)} {CLASS_NAMES[int(y)]}" for y in ds.train_y[:10]],
-        )
-        print(f"wrote {png}")
-    return {**info, "samples_png": str(png)}
-
-
-def cmd_train(args: argparse.Namespace) -> dict:
-    config = train_config(args)
-    options = RunOptions(**given(args, RunOptions))
-    distributed.initialize(
-        args.coordinator, args.num_processes, args.process_id, cluster=args.cluster
-    )
-    options = dataclasses.replace(options, quiet=options.quiet or not distributed.is_leader())
-    check_options(options, config)  # before the data: a bad combination of flags fails at once
-    data = load_data(args, args.subset)
-    with GracefulStop() as stop:
-        try:
-            result = fit(config, data, Path(args.workdir), options, should_stop=stop.requested)
-        except TrainingInterrupted as err:
-            err.signum = stop.signum
-            raise
-    if not args.json:
-        print(
-            f"{result.model}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
-            f"val_accuracy {result.val_accuracy:.4f}, test_accuracy {result.test_accuracy:.4f} "
-            f"({result.seconds:.1f}s) -> {result.workdir}"
-        )
-    return result.summary()
-
-
-def cmd_evaluate(args: argparse.Namespace) -> dict:
-    config, model, params = load_model(args.workdir)
-    data = load_data(args)
-    x, y = (data.val_x, data.val_y) if args.split == "val" else (data.test_x, data.test_y)
-    out = evaluate_arrays(model, params, x, y, config.eval_batch_size)
-    if not args.json:
-        print(
-            f"{config.model.name} on {args.split}: accuracy {out['accuracy']:.4f}, "
-            f"loss {out['loss']:.4f}, n {out['n']}"
-        )
-    return {"split": args.split, "model": config.model.name, **out}
-
-
-def cmd_predict(args: argparse.Namespace) -> dict:
-    rows = predict_files(args.workdir, args.files)
-    if not args.json:
-        for row in rows:
-            print(f"{row['file']}: {row['class']} ({row['probability']:.3f})")
-    return {"predictions": rows}
-
-
-def cmd_cv(args: argparse.Namespace) -> dict:
-    config = train_config(args)
-    options = dataclasses.replace(CVOptions(), **given(args, CVOptions))
-    if options.folds < 2:
-        raise CliError(f"--folds must be at least 2, got {options.folds}")
-    images, labels = load_split("train", args.data_dir, verify=not args.no_verify)
-    if args.subset is not None:
-        if args.subset < options.folds:
-            raise CliError(f"--subset must be at least --folds, got {args.subset}")
-        images, labels = images[: args.subset], labels[: args.subset]
-    result = cross_validate(
-        config, images, labels, options.folds, shuffle=options.shuffle, seed=config.seed
-    )
-    out = result.summary()
-    if not args.json:
-        accs = ", ".join(f"{a:.4f}" for a in out["fold_accuracies"])
-        print(
-            f"{config.model.name} {options.folds}-fold CV: "
-            f"mean accuracy {out['mean_accuracy']:.4f} (folds: {accs}) in {out['seconds']:.2f}s"
-        )
-    return out
-
-
-def cmd_shapes(args: argparse.Namespace) -> dict:
-    if args.model == "cnn":
-        layers = shapes.cnn_layers()
-    else:
-        padding = int(args.padding) if args.padding.lstrip("-").isdigit() else args.padding
-        layers = [
-            shapes.LayerSpec(
-                "conv",
-                features=args.filters,
-                kernel=args.kernel,
-                stride=args.stride,
-                padding=padding,
-            )
-        ]
-        if args.pool:
-            layers.append(shapes.LayerSpec("pool", window=args.pool))
-    rows = shapes.shape_walk((args.input, args.input, args.channels), layers)
-    if not args.json:
-        print(shapes.format_walk(rows))
-    return {
-        "walk": [{"layer": name, "shape": list(shape)} for name, shape in rows],
-        "output": list(rows[-1][1]),
-    }
-
-
-def cmd_xor(args: argparse.Namespace) -> dict:
-    report = xor_report(seed=args.seed)
-    if not args.json:
-        print(
-            f"single-layer perceptron: best accuracy {report['perceptron_accuracy']:.2f} "
-            "(XOR is not linearly separable)"
-        )
-        hidden, accuracy = report["mlp_hidden"], report["mlp_accuracy"]
-        print(f"2-{hidden}-1 MLP trained by jax.grad: accuracy {accuracy:.2f}")
-        print(f"hand-set 2-2-1 weights (NAND, OR -> AND): accuracy {report['hand_accuracy']:.2f}")
-    return report
-
-
-def cmd_plot(args: argparse.Namespace) -> dict:
-    written = plot_all(
-        Path(args.workdir), load_data(args), image_index=args.image, out_dir=args.out_dir
-    )
-    if not args.json:
-        for name, path in written.items():
-            print(f"{name}: {path}")
-    return written
-
-
-COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
-    "data": cmd_data,
-    "train": cmd_train,
-    "evaluate": cmd_evaluate,
-    "predict": cmd_predict,
-    "cv": cmd_cv,
-    "shapes": cmd_shapes,
-    "xor": cmd_xor,
-    "plot": cmd_plot,
+# Adding a command: its handler `cmd_<name>(args) -> dict` in its own module, one line here, and
+# its subparser in cli_flags.build_parser.
+COMMANDS: dict[str, str] = {
+    "data": "fashion_jax.handlers.data:cmd_data",
+    "train": "fashion_jax.handlers.train:cmd_train",
+    "evaluate": "fashion_jax.handlers.evaluate:cmd_evaluate",
+    "predict": "fashion_jax.handlers.predict:cmd_predict",
+    "cv": "fashion_jax.handlers.cv:cmd_cv",
+    "shapes": "fashion_jax.handlers.chapter:cmd_shapes",
+    "xor": "fashion_jax.handlers.chapter:cmd_xor",
+    "plot": "fashion_jax.handlers.plot:cmd_plot",
+    "import": "fashion_jax.handlers.keras_files:cmd_import",
+    "export": "fashion_jax.handlers.keras_files:cmd_export",
+    "serve": "fashion_jax.serve:cmd_serve",
 }
+# The errors that mean bad input, by the module that defines each. A class whose module was never
+# imported cannot have been raised, so `expected_errors` names only the loaded ones: naming an
+# error never imports Orbax or the training loop into a command that does not use them.
+EXPECTED_ERRORS: dict[str, tuple[str, ...]] = {
+    "builtins": ("ValueError", "OSError"),
+    "fashion_jax.cli_flags": ("CliError",),
+    "fashion_jax.config": ("ConfigError",),
+    "fashion_jax.idx": ("DataError",),
+    "fashion_jax.checkpoint": ("CheckpointError",),
+    "fashion_jax.workdir": ("WorkdirError",),
+    "fashion_jax.resume": ("NonFiniteLossError",),
+    "fashion_jax.cv": ("NonFiniteCVError",),
+}
+INTERRUPTED = ("fashion_jax.resume", "TrainingInterrupted")
 
 
-class GracefulStop:
-    """First SIGINT/SIGTERM asks the fit loop to save and stop; a second one exits at once.
+class PartialFailure(Exception):
+    """Raised by a command that did only part of its job (predict: some files were bad). It has
+    printed an `error:` line per failure itself; `out` is still its result (printed with --json),
+    and the exit status is 2."""
 
-    The fit loop checks `requested()` after each compiled call, saves the full state, waits for the
-    write, and raises TrainingInterrupted (exit 128 + signum). Exiting at once on the second signal
-    is safe: Orbax writes each step to a tmp folder and renames it when done, and every other file
-    in the workdir is replaced atomically, so a half-finished save leaves the previous step intact.
-    """
+    def __init__(self, out: dict, failures: int) -> None:
+        super().__init__(f"{failures} failed")
+        self.out = out
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
 
-    def requested(self) -> bool:
-        return self.signum is not None
+def loaded_class(module: str, name: str) -> type | None:
+    found = sys.modules.get(module)
+    return getattr(found, name) if found is not None else None
 
-    def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            os._exit(128 + signum)
-        self.signum = signum
-        name = signal.Signals(signum).name
-        note = f"\nstopping after this step ({name}); a second Ctrl-C or signal quits at once\n"
-        # os.write, not print: the signal may interrupt a print (tqdm's), and print is not reentrant
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            os.write(sys.stderr.fileno(), note.encode())
 
-    def __enter__(self) -> GracefulStop:
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
+def expected_errors() -> tuple[type, ...]:
+    """The classes of EXPECTED_ERRORS whose modules this process has imported."""
+    classes = (loaded_class(m, n) for m, names in EXPECTED_ERRORS.items() for n in names)
+    return tuple(c for c in classes if c is not None)
 
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._old.items():
-            signal.signal(s, handler)
+
+def load_handler(command: str) -> Callable[[argparse.Namespace], dict]:
+    """The command's `cmd_<name>` function, its module imported now."""
+    module, name = COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def resume_command(argv: list[str] | None) -> str:
@@ -267,25 +105,38 @@ def quiet_logs() -> None:
 
 def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the parsed command; the exit status."""
-    quiet_logs()
+    command = load_handler(args.command)
+    quiet_logs()  # after the handler's imports: some of them configure the root logger
     enable_persistent_cache(not args.no_compile_cache)
+    status = 0
     try:
-        out = COMMANDS[args.command](args)
+        out = command(args)
+    except PartialFailure as err:
+        out, status = err.out, EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except TrainingInterrupted as err:
+    except Exception as err:
+        status = failure_status(err, argv)
+        if status is None:
+            raise
+        return status
+    if getattr(args, "json", False):
+        print(json.dumps(out, sort_keys=True, default=str))
+    return status
+
+
+def failure_status(err: Exception, argv: list[str] | None) -> int | None:
+    """Print the one line an expected failure gets; its exit status, or None for a bug."""
+    interrupted = loaded_class(*INTERRUPTED)
+    if interrupted is not None and isinstance(err, interrupted):
         hint = f"; resume with: {resume_command(argv)}" if getattr(err, "resumable", True) else ""
         print(f"interrupted: {err}{hint}", file=sys.stderr)
         return 128 + (getattr(err, "signum", None) or signal.SIGINT)
-    except EXPECTED_ERRORS as err:
-        if os.environ.get("FASHION_JAX_DEBUG"):
-            raise
-        print(
-            f"error: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
-    if getattr(args, "json", False):
-        print(json.dumps(out, sort_keys=True, default=str))
-    return 0
+    if not isinstance(err, expected_errors()) or os.environ.get("FASHION_JAX_DEBUG"):
+        return None
+    print(
+        f"error: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}",
+        file=sys.stderr,
+    )
+    return EXIT_BAD_INPUT

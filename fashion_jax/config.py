@@ -22,6 +22,9 @@ ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")
 MONITORS = ("val_loss", "val_accuracy")
 SCHEDULES = ("constant", "cosine")
 CHECKPOINT_POLICIES = ("epoch", "end")
+# How `predict` and `serve` turn an image into what the model sees (preprocess.py): auto decides
+# per image, fashion-mnist always runs the dataset's photo conversion, none only greys and resizes.
+PREPROCESS_MODES = ("auto", "fashion-mnist", "none")
 
 # Keras 3's default learning rates, which the chapter's compile() calls rely on; the keys are the
 # optimizers there are (optim.py builds each one).
@@ -167,6 +170,10 @@ class RunOptions:
         default=None, metadata=_doc("data-parallel over the first N devices; unset: all")
     )
     quiet: bool = field(default=False, metadata=_doc("no progress bar or per-epoch lines"))
+    tensorboard: bool = field(
+        default=False,
+        metadata=_doc("write each epoch's metrics and learning rate to WORKDIR/tensorboard"),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The one forward pass and the one evaluation: fit, CV, predict, plots and experiments all use it.
 
-`forward` scales uint8 images and applies the model. `batch_sums` is one evaluation batch (loss
-sum and correct count over the unmasked rows), the body of fit's eval step and, vmapped, of CV's.
+`forward` scales uint8 images and applies the model (it lives in models.py, so that predict, which
+imports it from there, loads no optax). `batch_sums` is one evaluation batch (loss sum and correct
+count over the unmasked rows), the body of fit's eval step and, vmapped, of CV's.
 `evaluate` runs a whole device-resident split; `predict_logits` returns logits for any images.
 Batches have one fixed shape (the last one is masked or trimmed), so each program compiles once.
 """
@@ -20,16 +21,9 @@ import optax
 
 from fashion_jax.compile import compile_hot
 from fashion_jax.config import TrainConfig
-from fashion_jax.models import pixels_to_inputs
+from fashion_jax.models import forward
 
 DEFAULT_BATCH = TrainConfig.eval_batch_size  # for callers without a config
-
-
-def forward(
-    model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None
-) -> jax.Array:
-    """Logits of uint8 images (B, 28, 28)."""
-    return model.apply({"params": params}, pixels_to_inputs(images), train=train, rngs=rngs)
 
 
 def gather_batch(

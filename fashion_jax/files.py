@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, payload: Any, **dumps: Any) -> Path:
     """`payload` as indented JSON (extra json.dumps arguments pass through), written atomically."""
     return atomic_write_text(path, json.dumps(payload, indent=2, **dumps) + "\n")
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Let `write(tmp)` create the file at a temporary sibling, flush it to disk, then rename it
+    over `path`; the sibling is removed if anything fails.
+
+    For writers that own their file format (Keras's save): the sibling's name ends as `path`'s
+    does, because such writers choose the format by the name's ending.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

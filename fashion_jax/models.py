@@ -8,6 +8,7 @@ The CPU-tuned layers come from cpu_layers.py; everything else is stock Flax.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -119,6 +120,13 @@ class CNN(nn.Module):
 class FastCNN(CNN):
     """The `--preset fast` network: the chapter's CNN shape, tuned defaults
     (config.MODEL_DEFAULTS)."""
+
+
+def forward(
+    model: nn.Module, params: Any, images: jax.Array, *, train: bool = False, rngs: Any = None
+) -> jax.Array:
+    """Logits of uint8 images (B, 28, 28)."""
+    return model.apply({"params": params}, pixels_to_inputs(images), train=train, rngs=rngs)
 
 
 def init_params(model: nn.Module, seed: int) -> dict:

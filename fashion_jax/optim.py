@@ -28,12 +28,17 @@ def learning_rate(config: TrainConfig) -> float:
     return DEFAULT_LEARNING_RATES[config.optimizer]
 
 
-def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
-    """The configured optimizer; a cosine schedule decays to 0 over `total_steps`."""
-    lr: optax.ScalarOrSchedule = learning_rate(config)
+def schedule(config: TrainConfig, total_steps: int) -> optax.ScalarOrSchedule:
+    """The rate of every update: a constant, or a cosine decaying to 0 over `total_steps`."""
+    lr = learning_rate(config)
     if config.schedule == "cosine":
-        lr = optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))
-    tx = OPTIMIZERS[config.optimizer](lr)
+        return optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))
+    return lr
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+    """The configured optimizer, stepping its rate by `schedule`."""
+    tx = OPTIMIZERS[config.optimizer](schedule(config, total_steps))
     if config.skip_nonfinite > 0:
         tx = optax.apply_if_finite(tx, max_consecutive_errors=config.skip_nonfinite)
     return tx

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -37,6 +38,25 @@ def new_figure(**kwargs: Any) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(**kwargs)
+
+
+def import_in_background() -> threading.Thread:
+    """Start importing what `new_figure` and `save_figure` need on a helper thread.
+
+    fit draws curves.png at its very end; started when the epochs start, the import (~0.5 s of
+    Python) runs while XLA trains, which releases the GIL, instead of after the last epoch.
+    (Started earlier it would only compete with tracing, which is Python too.) The first figure
+    then finds the modules loaded, or waits on Python's import lock for the rest.
+    """
+    thread = threading.Thread(target=_import_matplotlib, name="matplotlib-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def _import_matplotlib() -> None:
+    # Imported here, on the helper thread: the point is to keep this import off the caller's.
+    import matplotlib.backends.backend_agg  # noqa: F401  (savefig's PNG canvas)
+    import matplotlib.figure  # noqa: F401
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:

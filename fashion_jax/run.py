@@ -38,6 +38,7 @@ from fashion_jax.steps import (
     epoch_sums,
     steps_per_call,
 )
+from fashion_jax.tensorboard import EpochBoard, check_available
 from fashion_jax.workdir import WorkdirError, prepare_workdir
 
 
@@ -63,10 +64,13 @@ class Run:
     stepper: Stepper | None = None
     eval_step: EvalStep | None = None
     epoch_seconds: list[float] = field(default_factory=list)
+    board: EpochBoard | None = None  # --tensorboard, on the leader
 
     def close(self) -> None:
         self.orders.close()
         self.checkpoints.close()
+        if self.board is not None:
+            self.board.close()
 
 
 def stop_everywhere(should_stop: Callable[[], bool]) -> Callable[[], bool]:
@@ -175,7 +179,16 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
     return time.perf_counter() - t_compile
 
 
+def open_board(run: Run, first_epoch: int) -> EpochBoard | None:
+    """The TensorBoard writer with --tensorboard; only the leader writes."""
+    if not (run.options.tensorboard and distributed.is_leader()):
+        return None
+    return EpochBoard(run.workdir, run.config, run.steps_per_epoch, first_epoch)
+
+
 def check_options(options: RunOptions, config: TrainConfig) -> None:
+    if options.tensorboard:
+        check_available()
     if options.checkpoints not in config_lib.CHECKPOINT_POLICIES:
         raise WorkdirError(
             f"--checkpoints must be one of {', '.join(config_lib.CHECKPOINT_POLICIES)}, "

@@ -7,6 +7,7 @@ partial batch is padded and masked), so each step compiles exactly once.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ from fashion_jax.compile import compile_hot
 from fashion_jax.evaluate import forward, gather_batch, masked_sums
 
 DROPOUT_STREAM = 1  # fold_in tag separating dropout keys from init and data-order keys
+# How many train calls the host may dispatch before the devices finish them. XLA's PjRt client lets
+# 32 programs per device be in flight and blocks the launch of the next; on XLA:CPU with several
+# devices that block can deadlock a step's gradient all-reduce until XLA aborts after 40 s
+# (docs/SCALING.md). 8 stays far below it and still keeps the devices fed: the host only ever waits
+# for a call dispatched 8 calls earlier.
+MAX_CALLS_IN_FLIGHT = 8
 
 
 @flax.struct.dataclass
@@ -160,11 +167,29 @@ def steps_per_call(convolutional: bool, backend: str, steps_per_epoch: int) -> i
     return steps_per_epoch
 
 
+class InFlight:
+    """At most `limit` dispatched calls unfinished: past that, wait for the oldest one."""
+
+    def __init__(self, limit: int = MAX_CALLS_IN_FLIGHT):
+        self.limit = limit
+        self._pending: collections.deque = collections.deque()
+
+    def add(self, marker: Any) -> None:
+        """Record a call by one of its outputs; it must not be donated to a later call."""
+        self._pending.append(marker)
+        while len(self._pending) > self.limit:
+            self._pending.popleft().block_until_ready()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+
 class Stepper:
     """Runs an epoch as chunks of `k` steps (one compiled scan) plus single steps for the remainder.
 
     Chunks start at position 0 of each epoch, so a run resumed at a saved position (always a chunk
-    boundary) repeats the uninterrupted run's exact sequence of compiled calls.
+    boundary) repeats the uninterrupted run's exact sequence of compiled calls. Calling it runs one
+    chunk with at most MAX_CALLS_IN_FLIGHT calls unfinished (`InFlight`).
     """
 
     def __init__(
@@ -181,6 +206,13 @@ class Stepper:
         self.k, self.steps_per_epoch, self._example = max(1, k), steps_per_epoch, example_args
         self._build = lambda n: make_train_step(model, tx, seed, batch_size, constrain, n)
         self._compiled: dict[int, Any] = {}
+        self.in_flight = InFlight()
+
+    def __call__(self, n: int, state: TrainState, sums: EpochSums, *data: jax.Array) -> tuple:
+        """`n` steps from (state, sums) over (order, images, labels): (state, sums, metrics)."""
+        state, sums, metrics = self.compiled(n)(state, sums, *data)
+        self.in_flight.add(metrics["loss"])  # state and sums are donated to the next call
+        return state, sums, metrics
 
     def compiled(self, n: int) -> Any:
         if n not in self._compiled:  # ahead-of-time: a shape change would raise, never recompile

@@ -98,7 +98,10 @@ def fit(
         run = run_lib.open_run(config, data, Path(workdir), options)
         try:
             state, sums, progress = run_lib.initial_state(run)
+            run.board = run_lib.open_board(run, progress.epoch)
             compile_seconds = run_lib.compile_programs(run, state, sums, progress)
+            if distributed.is_leader():  # it draws curves.png at the end; the epochs hold no GIL
+                plots.import_in_background()
             while progress.unfinished(config.epochs):
                 t_epoch = time.perf_counter()
                 state, sums = _train_epoch(run, state, sums, progress, should_stop)
@@ -137,7 +140,7 @@ def _train_epoch(
         mininterval=0.5,
     )
     for n in run.stepper.plan(at):
-        state, sums, _ = run.stepper.compiled(n)(state, sums, order, *run.train)
+        state, sums, _ = run.stepper(n, state, sums, order, *run.train)
         run.host_step, at = run.host_step + n, at + n
         bar.update(n)
         every = config.checkpoint_every
@@ -185,6 +188,8 @@ def _record_epoch(
         distributed.is_leader()
     ):  # after the save is issued: a kill in between leaves history ahead, fixed on resume
         write_history(run.workdir / "history.jsonl", progress.history)
+    if run.board is not None:  # the leader's alone
+        run.board.write(row, run.host_step)
     return sums
 
 

@@ -32,8 +32,8 @@ from fashion_jax import distributed
 from fashion_jax.config import TrainConfig
 
 # What --overwrite deletes: these files and folders; nothing else in a workdir is touched.
-RUN_FILES = ("config.json", "history.jsonl", "result.json", "curves.png")
-RUN_FOLDERS = ("checkpoints", "best")
+RUN_FILES = ("config.json", "history.jsonl", "result.json", "curves.png", "params.msgpack")
+RUN_FOLDERS = ("checkpoints", "best", "tensorboard")
 LOCK_FILE = ".lock"  # held by the one process that writes the workdir (WorkdirLock)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -142,3 +143,121 @@ def test_only_rejects_unknown_names(bench: ModuleType) -> None:
     with pytest.raises(SystemExit):
         bench.select("ours_cnn,nope")
     assert [w.name for w in bench.select("keras_cnn,ours_cnn")] == ["ours_cnn", "keras_cnn"]
+
+
+def test_torch_ratio_is_against_the_fastest_torch_setting(bench: ModuleType) -> None:
+    by_name = {w.name: w for w in bench.WORKLOADS}
+
+    def row(name: str, seconds: float | None):
+        runs = [] if seconds is None else [bench.Run(name, 0, [], seconds=seconds, accuracy=0.9)]
+        return bench.Row(by_name[name], runs)
+
+    rows = [
+        row("ours_cnn", 10.0),
+        row("torch_cnn", 40.0),
+        row("torch_cnn_channels_last", 25.0),
+        row("torch_cnn_compile", None),  # failed: never the peer
+    ]
+    assert bench.find_peer(rows, "cnn", "torch") is rows[2]
+    assert bench.ratio(rows[0], bench.find_peer(rows, "cnn", "torch")) == pytest.approx(0.4)
+
+
+def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold(
+    bench: ModuleType,
+) -> None:
+    parsed = bench._parse_process(
+        {
+            "accuracy": 0.8,
+            "bench_stats": {"compile_seconds": 1.5, "cache_hits": 0, "cache_misses": 4},
+        },
+        7.0,
+    )
+    assert parsed == {
+        "seconds": 7.0,
+        "compile_seconds": 1.5,
+        "accuracy": 0.8,
+        "note": "cache: 0 hits, 4 misses",
+    }
+    by_name = {w.name: w for w in bench.WORKLOADS}
+
+    def row(name: str, compile_s: float):
+        run = bench.Run(name, 0, [], seconds=5.0, compile_seconds=compile_s)
+        return bench.Row(by_name[name], [run])
+
+    cold, warm = row("cold_predict", 2.0), row("warm_predict", 0.3)
+    assert "compile ≤0.2× cold PASS" in bench.target_cell(warm, [cold, warm])
+    warm = row("warm_predict", 0.5)
+    assert "compile ≤0.2× cold FAIL" in bench.target_cell(warm, [cold, warm])
+    assert "n/a" in bench.target_cell(warm, [warm])  # no cold twin ran
+
+
+def test_whole_fit_rows_compare_keras_whole_fit(bench: ModuleType) -> None:
+    keras = {"seconds": 2.0, "compile_seconds": 0.5, "total_seconds": 3.6, "val_accuracy": 0.85}
+    assert bench._parse_peer_whole(keras, 9.0)["seconds"] == 3.6
+    assert bench._parse_peer(keras, 9.0)["seconds"] == 2.0
+
+
+def test_cache_modes_give_each_row_its_folder(bench: ModuleType, tmp_path: Path) -> None:
+    by_name = {w.name: w for w in bench.WORKLOADS}
+    opts = bench.Options(scratch=tmp_path)
+    off = bench.run_env(by_name["ours_dense"], opts, tmp_path / "run")
+    assert off["FASHION_JAX_NO_COMPILE_CACHE"] == "1"
+
+    cold_env = bench.run_env(by_name["cold_train"], opts, tmp_path / "run")
+    folder = Path(cold_env["XDG_CACHE_HOME"])
+    assert "FASHION_JAX_NO_COMPILE_CACHE" not in cold_env and folder.is_dir()
+    (folder / "entry").write_text("compiled")
+    warm_env = bench.run_env(by_name["warm_train"], opts, tmp_path / "run")
+    assert warm_env["XDG_CACHE_HOME"] == str(folder) and (folder / "entry").exists()
+    bench.run_env(by_name["cold_train"], opts, tmp_path / "run")
+    assert not (folder / "entry").exists()  # the next cold run starts empty
+    other = bench.run_env(by_name["cold_cv"], opts, tmp_path / "run")["XDG_CACHE_HOME"]
+    assert other != str(folder)
+
+
+def test_placeholders_name_the_trained_run_and_help_rows_need_no_json(
+    bench: ModuleType, tmp_path: Path
+) -> None:
+    root = tmp_path / "package"
+    bench._FIXTURES[root] = {"{run}": "/r", "{image}": "/i.npy"}
+    argv = bench.with_fixture(["predict", "--workdir", "{run}", "{image}"], root, bench.Options())
+    assert argv == ["predict", "--workdir", "/r", "/i.npy"]
+    bench._FIXTURES[root] = "fixture: no data"
+    with pytest.raises(bench.FixtureError):
+        bench.with_fixture(["{run}"], root, bench.Options())
+
+    py = sys.executable
+    help_row = bench.replace(
+        next(w for w in bench.WORKLOADS if w.name == "ours_help"),
+        argv=lambda opts, tmp: [py, "-c", "print('usage: fashion-jax')"],
+    )
+    stats_code = (
+        "import json, os; json.dump({'compile_seconds': 0.25, 'cache_hits': 3, 'cache_misses': 0},"
+        " open(os.environ['FASHION_JAX_BENCH_STATS'], 'w')); print(json.dumps({'accuracy': 0.5}))"
+    )
+    process_row = bench.replace(
+        next(w for w in bench.WORKLOADS if w.name == "warm_evaluate"),
+        argv=lambda opts, tmp: [py, "-c", stats_code],
+    )
+    rows = bench.run_bench(
+        [help_row, process_row],
+        bench.Options(repeats=1, timeout=60, scratch=tmp_path),
+        log=lambda s: None,
+    )
+    assert rows[0].problem is None and rows[0].median is not None
+    run = rows[1].runs[0]
+    assert (run.compile_seconds, run.accuracy, run.note) == (0.25, 0.5, "cache: 3 hits, 0 misses")
+
+
+def test_cli_stats_writes_the_compile_stats_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    wrapper = ROOT / "experiments" / "cli_stats.py"
+    for argv, status in ((["shapes", "--json"], 0), (["shapes", "--input", "x"], 2)):
+        out = tmp_path / f"stats-{status}.json"
+        env = {**os.environ, "FASHION_JAX_BENCH_STATS": str(out)}
+        done = subprocess.run(
+            [sys.executable, str(wrapper), *argv], env=env, capture_output=True, timeout=120
+        )
+        assert done.returncode == status, done.stderr
+        if status == 0:
+            stats = json.loads(out.read_text())
+            assert set(stats) == {"compile_seconds", "trace_seconds", "cache_hits", "cache_misses"}

@@ -94,13 +94,11 @@ def trained(tmp_path_factory, real_data):
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory, real_data):
-    """Real test images as files: a 28x28 PNG, a .npy, a 56x56 PNG and a text file named .png."""
+    """Real test images as files: a 28x28 PNG and a .npy (more predict tests: test_predict.py)."""
     folder = tmp_path_factory.mktemp("images")
     x = real_data.test_x
     Image.fromarray(x[0]).save(folder / "a.png")
     np.save(folder / "b.npy", x[1])
-    Image.fromarray(np.kron(x[2], np.ones((2, 2), np.uint8))).save(folder / "big.png")
-    (folder / "x.png").write_text("this is not an image\n")
     return folder
 
 
@@ -188,29 +186,6 @@ def test_predict_png_and_npy_agree_with_the_model(trained, images, real_data):
     for row, p in zip(rows, probs):
         assert row["label"] == int(p.argmax()) and row["class"] == CLASS_NAMES[row["label"]]
         assert row["probability"] == pytest.approx(float(p.max()), rel=1e-5)
-
-
-def test_predict_resizes_a_56x56_png_with_a_warning_in_a_real_process(trained, images):
-    workdir, _, _ = trained
-    proc = run_process(["predict", "--workdir", workdir, images / "big.png", "--json"], cwd=images)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    warnings = [line for line in proc.stderr.splitlines() if "resiz" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: "), proc.stderr
-    assert "56x56" in warnings[0] and "28x28" in warnings[0], proc.stderr
-    (row,) = last_json(proc.stdout)["predictions"]
-    assert row["class"] == CLASS_NAMES[row["label"]] and 0.0 < row["probability"] <= 1.0
-
-
-@pytest.mark.parametrize("name", ["x.png", "absent.png", "text.npy"])
-def test_predict_a_bad_file_is_one_error_line(trained, images, name):
-    workdir, _, _ = trained
-    if name == "text.npy":
-        (images / name).write_text("not an array")
-    code, out, err = run_main(["predict", "--workdir", workdir, images / "a.png", images / name])
-    line = assert_one_error_line(code, err)
-    assert name in line
-    assert out == ""
 
 
 # ------------------------------------------------------------------ data / shapes / xor

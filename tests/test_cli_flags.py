@@ -11,14 +11,17 @@ import pytest
 
 from fashion_jax import config as config_lib
 from fashion_jax.cli_flags import CliError, build_parser, dest, given
-from fashion_jax.commands import train_config
 from fashion_jax.config import CVOptions, ModelConfig, RunOptions, TrainConfig
+from fashion_jax.handlers import train_config
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
 
 
 def subparser(name: str) -> argparse.ArgumentParser:
-    parser = build_parser()
-    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return action.choices[name]
+    return subparsers()[name]
 
 
 def flags_by_dest(p: argparse.ArgumentParser) -> dict[str, list[argparse.Action]]:
@@ -45,9 +48,7 @@ def test_every_config_field_has_exactly_one_flag(command, classes):
 
 
 def test_every_flag_has_a_help_sentence_and_shows_its_default():
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    for name, p in commands.items():
+    for name, p in subparsers().items():
         for action in p._actions:
             if action.dest in ("help",) or isinstance(action, argparse._HelpAction):
                 continue
@@ -143,10 +144,29 @@ def test_bad_flags_raise_one_line_cli_errors(argv):
 
 
 def test_help_imports_no_jax():
-    # What keeps --help fast (its time is measured in the bench, not here): JAX is never imported.
-    code = "import sys; from fashion_jax.cli import main; main(['train', '--help'])"
-    code += "; print('jax loaded:', 'jax' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    # What keeps --help fast (its time is measured in the bench, not here): JAX is never imported,
+    # neither by the top-level --help nor by any command's.
+    names = sorted(subparsers())
+    code = (
+        "import sys, contextlib, io; from fashion_jax.cli import main\n"
+        "for argv in [['--help']] + [[name, '--help'] for name in sys.argv[1:]]:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        assert main(argv) == 0, argv\n"
+        "    assert 'usage:' in out.getvalue(), argv\n"
+        "print('jax loaded:', 'jax' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "jax loaded: False"
-    assert "--learning-rate" in done.stdout and "--restore-best" in done.stdout
+    assert {"train", "predict", "evaluate"} <= set(names)
+
+
+def test_every_command_has_a_handler_and_every_handler_a_command():
+    # Imported here: this module's other tests check that the parser alone never loads JAX.
+    from fashion_jax.commands import COMMANDS, load_handler
+
+    assert set(COMMANDS) == set(subparsers())
+    for name in COMMANDS:
+        assert load_handler(name).__name__ == f"cmd_{name}"

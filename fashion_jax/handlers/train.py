@@ -1,0 +1,76 @@
+"""`fashion-jax train`: one `fit` call, stopped cleanly by the first SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+from pathlib import Path
+
+from fashion_jax import distributed
+from fashion_jax.cli_flags import given
+from fashion_jax.config import RunOptions
+from fashion_jax.handlers import load_data, train_config
+from fashion_jax.run import check_options
+from fashion_jax.train import TrainingInterrupted, fit
+
+
+class GracefulStop:
+    """First SIGINT/SIGTERM asks the fit loop to save and stop; a second one exits at once.
+
+    The fit loop checks `requested()` after each compiled call, saves the full state, waits for the
+    write, and raises TrainingInterrupted (exit 128 + signum). Exiting at once on the second signal
+    is safe: Orbax writes each step to a tmp folder and renames it when done, and every other file
+    in the workdir is replaced atomically, so a half-finished save leaves the previous step intact.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        name = signal.Signals(signum).name
+        note = f"\nstopping after this step ({name}); a second Ctrl-C or signal quits at once\n"
+        # os.write, not print: the signal may interrupt a print (tqdm's), and print is not reentrant
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            os.write(sys.stderr.fileno(), note.encode())
+
+    def __enter__(self) -> GracefulStop:
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def cmd_train(args: argparse.Namespace) -> dict:
+    config = train_config(args)
+    options = RunOptions(**given(args, RunOptions))
+    distributed.initialize(
+        args.coordinator, args.num_processes, args.process_id, cluster=args.cluster
+    )
+    options = dataclasses.replace(options, quiet=options.quiet or not distributed.is_leader())
+    check_options(options, config)  # before the data: a bad combination of flags fails at once
+    data = load_data(args, args.subset)
+    with GracefulStop() as stop:
+        try:
+            result = fit(config, data, Path(args.workdir), options, should_stop=stop.requested)
+        except TrainingInterrupted as err:
+            err.signum = stop.signum
+            raise
+    if not args.json:
+        print(
+            f"{result.model}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
+            f"val_accuracy {result.val_accuracy:.4f}, test_accuracy {result.test_accuracy:.4f} "
+            f"({result.seconds:.1f}s) -> {result.workdir}"
+        )
+    return result.summary()

@@ -1,0 +1,103 @@
+"""The `serve` page in a real browser (the system's chromium, driven by playwright): upload through
+the file input, then what the page shows must be what the API answers for the same file."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serve_helpers import photos, small_cnn, start_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+def sync_playwright():
+    """playwright's entry point, or a skip (a failure in CI, which installs both) saying what to
+    install: playwright cannot download a browser here, it must drive the system's chromium."""
+    missing = []
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:
+        missing.append("the playwright package (pip install 'fashion-jax[test]')")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing.append("chromium (apt-get install -y chromium)")
+    if missing:
+        message = f"needs {' and '.join(missing)}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return start
+
+
+def on_screen(png: bytes, side: int = 28) -> np.ndarray:
+    """The side x side grey image a screenshot of the upscaled canvas shows: the centre pixel of
+    each cell (the canvas is drawn pixelated, so every cell is one flat colour), border cropped."""
+    shot = np.asarray(Image.open(io.BytesIO(png)).convert("L"), np.float64)[1:-1, 1:-1]
+    rows = ((np.arange(side) + 0.5) * shot.shape[0] / side).astype(int)
+    cols = ((np.arange(side) + 0.5) * shot.shape[1] / side).astype(int)
+    assert min(shot.shape) >= 4 * side  # shown upscaled, not at 28 pixels
+    return shot[np.ix_(rows, cols)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("browser")
+    running = start_server(small_cnn(folder / "cnn"), folder)
+    yield running
+    running.stop()
+
+
+def test_an_uploaded_photo_shows_the_apis_class_bars_image_and_feature_maps(server, tmp_path):
+    start = sync_playwright()
+    photo = tmp_path / "garment.png"
+    photo.write_bytes(photos(3, seed=5)[1])
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        files = {"file": (photo.name, photo.read_bytes())}
+        expected = client.post("/api/predict", files=files).json()
+        explained = client.post("/api/explain", files=files).json()
+    layers = {m["layer"]: m["channels"] for m in explained["feature_maps"]}
+    assert layers == {"conv0": 4, "conv1": 8}
+    image = np.frombuffer(base64.b64decode(explained["image"]), np.uint8).reshape(28, 28)
+    assert image.max() - image.min() > 100  # a picture, so the on-screen check below can fail
+    with start() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready=true]")
+            assert "cnn" in page.locator("#model-summary").text_content()
+            assert page.locator("#filters canvas").count() == 4  # conv0 of the small CNN
+            page.set_input_files("#file-input", str(photo))
+            card = page.locator(".card[data-state=done]")
+            card.wait_for(timeout=60_000)
+            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+
+            assert card.get_attribute("data-file") == "garment.png"
+            assert card.locator(".predicted-class").text_content() == expected["class"]
+            bars = card.locator(".bar")
+            shown = [float(bars.nth(k).get_attribute("data-probability")) for k in range(10)]
+            np.testing.assert_allclose(shown, explained["probabilities"], rtol=1e-6)
+            for top in expected["top3"]:
+                bar = card.locator(f'.bar[data-class="{top["class"]}"]')
+                assert float(bar.get_attribute("data-probability")) == pytest.approx(
+                    top["probability"], rel=1e-6
+                )
+            assert card.locator(".bar.top").get_attribute("data-class") == expected["class"]
+
+            seen = card.locator("canvas.model-input")
+            assert (seen.get_attribute("width"), seen.get_attribute("height")) == ("28", "28")
+            np.testing.assert_allclose(on_screen(seen.screenshot()), image, atol=2)
+            for layer, channels in layers.items():
+                maps = card.locator(f'.fmap-layer[data-layer="{layer}"] canvas.fmap')
+                assert maps.count() == channels
+            assert errors == []
+        finally:
+            browser.close()
