@@ -76,6 +76,7 @@ def fast_run(seed: int, subset: int | None, cold_cache: bool) -> dict:
 
 def report(runs: list[dict], torch_s: list[float], args: argparse.Namespace) -> str:
     ref = statistics.mean(torch_s)
+    cache = "an empty" if args.cold_cache else "the user's"
     lines = [
         "# Time to 92%: `--preset fast` against one PyTorch CNN epoch",
         "",
@@ -85,7 +86,7 @@ def report(runs: list[dict], torch_s: list[float], args: argparse.Namespace) -> 
         f"(load average {os.getloadavg()[0]:.1f} at the end). PyTorch 2 eager, chapter CNN, one "
         f"epoch (peers.py torch_cnn): {', '.join(f'{s:.1f}' for s in torch_s)} s, mean "
         f"{ref:.1f} s. Ours: the whole `fashion-jax train --preset fast --seed S` process, "
-        f"{'an empty' if args.cold_cache else 'the user'}'s compilation cache.",
+        f"{cache} compilation cache.",
         "",
         "| seed | seconds | compile s | epochs s | val acc | test acc | / torch epoch | "
         f"acc ≥ {ACCURACY_TARGET} | ≤ {RATIO_TARGET}× |",

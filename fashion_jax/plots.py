@@ -59,30 +59,36 @@ def _import_matplotlib() -> None:
     import matplotlib.figure  # noqa: F401
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100) -> Path:
-    """The one way a figure reaches disk: PNG, parent folders created, margins trimmed."""
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
+    """The one way a figure reaches disk: PNG, parent folders created, margins trimmed unless the
+    figure set its own (`tight=False`: trimming lays the whole figure out a second time)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    fig.savefig(out, dpi=dpi, bbox_inches="tight" if tight else None)
     return out
 
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """Train/val loss and accuracy per epoch, side by side (the chapter plots loss per epoch)."""
+    """Train/val loss and accuracy per epoch, side by side (the chapter plots loss per epoch).
+
+    Fixed margins and one draw: tight_layout and a tight bounding box each lay the figure out once
+    more, which was most of the ~0.5 s this figure took at the end of every fit.
+    """
     fig = new_figure(figsize=(10, 4), dpi=100)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.12, top=0.9 if title else 0.95, wspace=0.25)
     epochs = [row["epoch"] for row in history]
     for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy")):
         ax.plot(epochs, [row[key] for row in history], "o-", label="train")
         if history and f"val_{key}" in history[0]:
             ax.plot(epochs, [row[f"val_{key}"] for row in history], "o-", label="val")
+        ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)
 
 
 def plot_samples(

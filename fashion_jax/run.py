@@ -23,11 +23,12 @@ from fashion_jax import distributed
 from fashion_jax import early_stopping as es
 from fashion_jax import resume as resume_lib
 from fashion_jax.batching import EpochOrders, padded_order, warm_epoch_order
+from fashion_jax.compile import compile_one_shot
 from fashion_jax.config import RunOptions, TrainConfig
 from fashion_jax.data import FashionMNIST, check_dataset
 from fashion_jax.evaluate import EvalStep, make_eval_step
 from fashion_jax.history import write_history
-from fashion_jax.models import build_model, init_params, is_convolutional
+from fashion_jax.models import build_model, init_fn, is_convolutional
 from fashion_jax.optim import make_optimizer
 from fashion_jax.resume import Progress
 from fashion_jax.steps import (
@@ -56,6 +57,7 @@ class Run:
     steps_per_epoch: int
     train: tuple[jax.Array, jax.Array]
     val: tuple[jax.Array, jax.Array]
+    test: tuple[jax.Array, jax.Array] | None  # evaluated once, at the end
     checkpoints: ckpt.RunCheckpoints | resume_lib.BestInMemory
     saver: resume_lib.Saver
     orders: EpochOrders
@@ -114,11 +116,16 @@ def open_run(config: TrainConfig, data: FashionMNIST, workdir: Path, options: Ru
         steps_per_epoch=steps_per_epoch,
         train=put((data.train_x, data.train_y.astype(np.int32))),
         val=put((data.val_x, data.val_y.astype(np.int32))),
+        test=put((data.test_x, data.test_y.astype(np.int32))) if _has_test(data) else None,
         checkpoints=checkpoints,
         saver=saver,
         orders=EpochOrders(n_train, config.seed, config.epochs),
         rule=stop_rule(config),
     )
+
+
+def _has_test(data: FashionMNIST) -> bool:
+    return data.test_x is not None and len(data.test_x) > 0
 
 
 def stop_rule(config: TrainConfig) -> es.StopRule:
@@ -133,7 +140,11 @@ def stop_rule(config: TrainConfig) -> es.StopRule:
 def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     """A fresh state from the seed, or, with resume, the newest intact checkpoint's."""
     put = run.place.replicate
-    state = put(create_train_state(init_params(run.model, run.config.seed), run.tx))
+    seed = np.int32(run.config.seed)
+    # One program for params, optimizer state and step: made op by op, the optimizer's zeros
+    # compiled a program per leaf shape (each one traced, lowered and looked up on every start).
+    init = lambda s: create_train_state(init_fn(run.model)(s), run.tx)  # noqa: E731
+    state = put(compile_one_shot(init, seed)(seed))
     sums = put(epoch_sums(run.n_train))
     progress = Progress(epoch=0, history=[], stop=es.StopState())
     if run.options.resume:

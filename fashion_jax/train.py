@@ -12,12 +12,12 @@ import dataclasses
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 from fashion_jax import checkpoint as ckpt
@@ -26,6 +26,7 @@ from fashion_jax import distributed, plots
 from fashion_jax import early_stopping as es
 from fashion_jax import resume as resume_lib
 from fashion_jax import run as run_lib
+from fashion_jax.background import in_background
 from fashion_jax.batching import padded_order
 from fashion_jax.config import RunOptions, TrainConfig
 from fashion_jax.data import FashionMNIST
@@ -112,12 +113,13 @@ def fit(
                     tqdm.write(_format_row(row, run.epoch_seconds[-1]))
                 if should_stop() and progress.unfinished(config.epochs):
                     _interrupted(run, progress.epoch - 1)
+            curves = _draw_curves(run, progress)  # drawn while the saves finish
             params, val = _final_params(run, state, progress)
         finally:
             run.close()
         if val is None:
             val = evaluate(run.eval_step, params, *run.val, config.eval_batch_size)
-        return _finish(run, data, params, val, progress, compile_seconds, t_start)
+        return _finish(run, params, val, progress, curves, compile_seconds, t_start)
 
 
 def _train_epoch(
@@ -184,9 +186,8 @@ def _record_epoch(
     progress.epoch += 1
     sums = run.place.replicate(epoch_sums(run.n_train))
     run.saver.save_state(run.host_step, state, sums, progress, mid_epoch=False)
-    if (
-        distributed.is_leader()
-    ):  # after the save is issued: a kill in between leaves history ahead, fixed on resume
+    # after the save is issued: a kill in between leaves history ahead, fixed on resume
+    if distributed.is_leader():
         write_history(run.workdir / "history.jsonl", progress.history)
     if run.board is not None:  # the leader's alone
         run.board.write(row, run.host_step)
@@ -243,6 +244,14 @@ def _save_params(workdir: Path, params: Any, progress: Progress, rule: es.StopRu
         final.close()
 
 
+def _draw_curves(run: Run, progress: Progress) -> Future | None:
+    """curves.png on a helper thread (the leader's): what follows mostly waits or runs in XLA."""
+    if not (progress.history and distributed.is_leader()):
+        return None
+    path, title = run.workdir / "curves.png", run.config.model.name
+    return in_background(plots.plot_history, list(progress.history), path, title)
+
+
 def _format_row(row: dict, seconds: float) -> str:
     return (
         f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
@@ -252,21 +261,21 @@ def _format_row(row: dict, seconds: float) -> str:
 
 def _finish(
     run: Run,
-    data: FashionMNIST,
     params: Any,
     val: dict,
     progress: Progress,
+    curves: Future | None,
     compile_seconds: float,
     t_start: float,
 ) -> FitResult:
-    """Test metrics, curves.png and result.json (atomically) from the params fit returns."""
+    """Test metrics and result.json (atomically) from the params fit returns, once curves.png is
+    written."""
     config, test = run.config, None
-    if data.test_x is not None and len(data.test_x):
-        test_x, test_y = run.place.replicate((data.test_x, data.test_y.astype(np.int32)))
-        test = evaluate(run.eval_step, params, test_x, test_y, config.eval_batch_size)
+    if run.test is not None:
+        test = evaluate(run.eval_step, params, *run.test, config.eval_batch_size)
     stop, leader = progress.stop, distributed.is_leader()
-    if progress.history and leader:
-        plots.plot_history(progress.history, run.workdir / "curves.png", title=config.model.name)
+    if curves is not None:
+        curves.result()  # its errors are fit's
     result = FitResult(
         model=config.model.name,
         epochs_run=len(progress.history),

@@ -94,6 +94,25 @@ def test_noise_on_the_canvas_is_not_taken_for_the_garment():
     assert bbox(got)[2:] == (6, 21)
 
 
+def test_an_odd_margin_puts_its_extra_pixel_left_and_on_top_as_the_dataset_does():
+    narrow = garment(height=28, width=15)
+    got = to_fashion_mnist(photo(narrow))
+    assert bbox(got)[2:] == (7, 21)  # 7 columns free on the left, 6 on the right
+    flat = garment(height=13, width=28)
+    assert bbox(to_fashion_mnist(photo(flat, scale=12, at=(5, 140))))[:2] == (8, 20)
+
+
+def test_a_speck_darker_than_the_garment_does_not_dim_the_rest_of_it():
+    rgb = photo(garment())
+    clean = to_fashion_mnist(rgb).astype(int)
+    specked = rgb.copy()
+    specked[147:157, 151:161] = 0  # one pixel at 28x28: a button, darker than the cloth
+    got = to_fashion_mnist(specked).astype(int)
+    far = np.ones((28, 28), bool)
+    far[9:15, 6:11] = False  # where the speck lands (row 11, column 8), and the sharpening's ring
+    assert np.abs(got - clean)[far].max() <= 2
+
+
 def test_auto_never_negates_a_fashion_mnist_picture_twice():
     original = garment()
     got = convert(original, "auto")

@@ -9,6 +9,7 @@ an uninterrupted run: best params, newest full state, history.jsonl and result.j
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,8 +180,10 @@ def test_one_signal_saves_prints_the_resume_command_and_exits_128_plus_signum(
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 128 + signum, err[-2000:]
     last = err.strip().splitlines()[-1]
+    # Which epoch the signal lands in depends on the machine: saves are committed from a helper
+    # thread while training goes on, so the first checkpoint may appear when epoch 2 has begun.
     assert (
-        last.startswith("interrupted: stopped in epoch 1 at step ")
+        re.match(r"interrupted: stopped in epoch [12] at step \d+;", last)
         and "resume with: fashion-jax train" in last
     )
     assert last.endswith("--resume") and "Traceback" not in err
