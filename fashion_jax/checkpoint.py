@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -29,38 +28,18 @@ import jax
 import orbax.checkpoint as ocp
 
 from fashion_jax import params_file
-from fashion_jax.numerics import first_nonfinite
+from fashion_jax.checkpoint_trust import (
+    CheckpointError,
+    CheckpointMismatch,
+    abstract,
+    brief,
+    check_finite,
+    check_tree,
+    refuse_symlinks,
+)
 from fashion_jax.save_queue import SaveQueue
 
 log = logging.getLogger("fashion_jax")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be trusted, read or written; the message is one line."""
-
-
-class CheckpointMismatch(CheckpointError):
-    """An intact checkpoint of a run with other settings: older steps would not fit either, so no
-    fallback."""
-
-
-def refuse_symlinks(root: Path) -> None:
-    """Tensorstore follows symlinked chunk files out of the tree, so a foreign tree with links is
-    refused."""
-    if os.path.islink(root):
-        raise CheckpointError(f"{root}: checkpoint folder is a symlink; refusing to read it")
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            if os.path.islink(os.path.join(dirpath, name)):
-                link = os.path.join(dirpath, name)
-                raise CheckpointError(f"{link}: symlink inside a checkpoint; refusing to read it")
-
-
-def abstract(tree: Any) -> Any:
-    """Shape/dtype/sharding target for restore. Orbax then places each array as the target says
-    (this host's devices), not as the checkpoint's sharding metadata says (the writer's devices),
-    which is what lets a GPU-saved checkpoint load on a CPU-only host."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
@@ -80,55 +59,7 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
     try:
         return ocp.CheckpointManager(directory.absolute(), options=options)
     except (OSError, ValueError) as err:
-        raise CheckpointError(f"{directory}: cannot open checkpoints ({_brief(err)})") from None
-
-
-# What the user can act on, wherever Orbax or tensorstore buried it in a long message.
-_OS_CAUSES = re.compile(
-    r"No space left on device|Read-only file system|Permission denied|Disk quota exceeded|"
-    r"No such file or directory|Too many open files"
-)
-
-
-def _brief(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror
-    cause = _OS_CAUSES.search(str(err))
-    if cause:
-        return cause.group(0)
-    text = str(err).strip().splitlines()
-    return f"{err.__class__.__name__}: {text[0][:200]}" if text else err.__class__.__name__
-
-
-def _flat(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-    return {
-        "/".join(k): (tuple(v.shape), str(v.dtype))
-        for k, v in ocp.tree.to_flat_dict(tree).items()
-        if hasattr(v, "shape")
-    }
-
-
-def check_tree(found: Any, expected: Any, what: str) -> None:
-    """Same leaves, shapes and dtypes, or CheckpointError naming the first difference.
-
-    Orbax refuses other shapes but silently casts other dtypes; a checkpoint that is not exactly
-    this model's is garbage to us, so both are refused before (and after) anything is read.
-    """
-    have, want = _flat(found), _flat(ocp.tree.serialize_tree(expected))
-    for key in sorted(set(have) | set(want)):
-        if have.get(key) != want.get(key):
-            show = lambda v: "missing" if v is None else f"{v[1]}{list(v[0])}"
-            raise CheckpointError(
-                f"{what}: {key} is {show(have.get(key))} in the checkpoint, "
-                f"this model needs {show(want.get(key))}"
-            )
-
-
-def _check_finite(tree: Any, what: str) -> None:
-    # fit() never saves a non-finite state, so NaN/Inf in a checkpoint means damage or forgery.
-    bad = first_nonfinite(tree)
-    if bad is not None:
-        raise CheckpointError(f"{what}: {bad} holds NaN or Inf")
+        raise CheckpointError(f"{directory}: cannot open checkpoints ({brief(err)})") from None
 
 
 def _json_copy(meta: dict) -> dict:
@@ -216,7 +147,7 @@ class RunCheckpoints:
                 manager.wait_until_finished()
             except Exception as err:
                 raise CheckpointError(
-                    f"cannot write checkpoints in {manager.directory}: {_brief(err)}"
+                    f"cannot write checkpoints in {manager.directory}: {brief(err)}"
                 ) from None
         if self._best_copy is not None:
             epoch, params = self._best_copy
@@ -224,7 +155,7 @@ class RunCheckpoints:
             try:
                 params_file.write(self.workdir, f"best/{epoch}", params)
             except OSError as err:  # only a cache: readers fall back to best/ itself
-                log.warning("%s not written (%s)", self.workdir / params_file.FILE, _brief(err))
+                log.warning("%s not written (%s)", self.workdir / params_file.FILE, brief(err))
 
     def close(self) -> None:
         """Finish pending saves and release threads; never raises (it runs while errors
@@ -235,7 +166,7 @@ class RunCheckpoints:
             try:
                 manager.close()
             except Exception as err:
-                log.warning("checkpoint in %s not finished (%s)", manager.directory, _brief(err))
+                log.warning("checkpoint in %s not finished (%s)", manager.directory, brief(err))
 
     def _drain(self) -> None:
         if self._queue is not None:
@@ -270,7 +201,7 @@ def _save_copy(
 
 
 def _write_error(manager: ocp.CheckpointManager, err: BaseException) -> CheckpointError:
-    return CheckpointError(f"cannot write checkpoints in {manager.directory}: {_brief(err)}")
+    return CheckpointError(f"cannot write checkpoints in {manager.directory}: {brief(err)}")
 
 
 PROBE_PREFIX = ".write-probe-"
@@ -319,7 +250,7 @@ def _restore_newest(
             )
             tree, meta = restored[key], restored["meta"]
             check_tree(ocp.tree.serialize_tree(tree), target, f"{path}")
-            _check_finite(tree, f"{path}")
+            check_finite(tree, f"{path}")
             if not isinstance(meta, dict):
                 raise CheckpointError(f"{path}: meta is not a JSON object")
             if validate is not None:
@@ -330,7 +261,7 @@ def _restore_newest(
         except CheckpointError as err:
             failures.append(str(err))
         except Exception as err:  # orbax/tensorstore raise many types for damaged files
-            failures.append(f"{path}: {_brief(err)}")
+            failures.append(f"{path}: {brief(err)}")
         log.warning(
             "checkpoint %s is damaged or foreign; trying an older one (%s)", path, failures[-1]
         )
@@ -362,8 +293,8 @@ def load_weights(path: str | os.PathLike, like: Any) -> Any:
     except CheckpointError:
         raise
     except Exception as err:
-        raise CheckpointError(f"{path}: weights do not fit this model ({_brief(err)})") from None
-    _check_finite(params, str(path))
+        raise CheckpointError(f"{path}: weights do not fit this model ({brief(err)})") from None
+    check_finite(params, str(path))
     return params
 
 

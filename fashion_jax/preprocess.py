@@ -163,9 +163,10 @@ def robust_fit(profile: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarra
 
 
 def border_profiles(img: np.ndarray) -> list[np.ndarray]:
-    """Top, bottom, left and right: the median colour across a thin band along each edge, where
-    the garment touches an edge replaced by that edge's smooth fit. A step shared by two opposite
-    edges at the same place (a table's edge across the picture) is kept: it is background."""
+    """Top, bottom, left and right: a smooth fit to the median colour across a thin band along
+    each edge (neither a garment touching that edge nor a wall's mottling is background to carry
+    inwards), plus any step two opposite edges share at the same place: a table's edge across the
+    picture is background."""
     k = max(1, round(BORDER_SHARE * min(img.shape[:2])))
     raw = [
         np.median(img[:k], 0),
@@ -179,7 +180,7 @@ def border_profiles(img: np.ndarray) -> list[np.ndarray]:
     for i, (profile, (fit, far)) in enumerate(zip(raw, fits)):
         other, (other_fit, other_far) = raw[i ^ 1], fits[i ^ 1]
         shared = np.linalg.norm((profile - fit) - (other - other_fit), axis=1) <= floor
-        clean.append(np.where((far & ~(other_far & shared))[:, None], fit, profile))
+        clean.append(fit + np.where((far & other_far & shared)[:, None], profile - fit, 0.0))
     return clean
 
 
