@@ -28,7 +28,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import PEERS, ROOT, last_json, one_line, run_process  # noqa: E402
+from bench_run import last_json, one_line, run_process  # noqa: E402
+from bench_types import PEERS, ROOT  # noqa: E402
 
 ACCURACY_TARGET = 0.92  # the issue's: every seed's test accuracy
 RATIO_TARGET = 1.25  # the issue's: launch-to-exit seconds over one PyTorch epoch

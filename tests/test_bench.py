@@ -7,35 +7,28 @@ peer becomes a row with a skip note, and a failing workload a row with an error,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "experiments" / "bench.py"
+# experiments/ is not a package: its folder goes on the path, as when bench.py runs as a script.
+sys.path.insert(0, str(ROOT / "experiments"))
+from bench import select  # noqa: E402
+from bench_report import find_peer, ratio, target_cell, write_outputs  # noqa: E402
+from bench_run import _FIXTURES, FixtureError, run_bench, run_env, with_fixture  # noqa: E402
+from bench_types import Options, Row, Run, Workload  # noqa: E402
+from bench_workloads import WORKLOADS, _parse_peer, _parse_peer_whole, _parse_process  # noqa: E402
+
 TABLE_HEADER = (
     "| workload | implementation | median s | min–max s | compile s | val acc | peak RSS MB |"
 )
-
-
-def _load_bench() -> ModuleType:
-    # experiments/ is not a package: load the script as a module to drive its functions in-process.
-    spec = importlib.util.spec_from_file_location("bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench"] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    return _load_bench()
 
 
 def _rows(md: str, name: str) -> list[str]:
@@ -75,7 +68,7 @@ def test_harness_smoke_on_a_subset(tmp_path: Path) -> None:
     assert sorted(r["workload"] for r in raw["runs"]) == ["keras_dense", "sklearn_cv"]
 
 
-def test_failures_and_skips_become_rows(bench: ModuleType, tmp_path: Path) -> None:
+def test_failures_and_skips_become_rows(tmp_path: Path) -> None:
     """A crashing workload, one without JSON, and a skipped peer:
     all three rows are written, nothing raises."""
     py = sys.executable
@@ -83,15 +76,13 @@ def test_failures_and_skips_become_rows(bench: ModuleType, tmp_path: Path) -> No
     def fixed(code: str):
         return lambda opts, tmp: [py, "-c", code]
 
-    crash = bench.Workload(
-        "ours_cnn", "cnn", "ours", fixed("raise SystemExit('no cli here')"), bench._parse_peer
+    crash = Workload(
+        "ours_cnn", "cnn", "ours", fixed("raise SystemExit('no cli here')"), _parse_peer
     )
-    silent = bench.Workload("keras_cnn", "cnn", "keras", fixed("print('hello')"), bench._parse_peer)
+    silent = Workload("keras_cnn", "cnn", "keras", fixed("print('hello')"), _parse_peer)
     skip_code = "import json; print(json.dumps({'skipped': 'torch not installed'}))"
-    skip = bench.Workload("torch_cnn", "cnn", "torch", fixed(skip_code), bench._parse_peer)
-    rows = bench.run_bench(
-        [crash, silent, skip], bench.Options(repeats=2, timeout=60), log=lambda s: None
-    )
+    skip = Workload("torch_cnn", "cnn", "torch", fixed(skip_code), _parse_peer)
+    rows = run_bench([crash, silent, skip], Options(repeats=2, timeout=60), log=lambda s: None)
 
     meta = {
         "date": "d",
@@ -105,7 +96,7 @@ def test_failures_and_skips_become_rows(bench: ModuleType, tmp_path: Path) -> No
         "subset": None,
     }
     md_path, json_path = tmp_path / "B.md", tmp_path / "out" / "b.json"
-    bench.write_outputs(rows, meta, md_path, json_path)
+    write_outputs(rows, meta, md_path, json_path)
     md = md_path.read_text()
     assert "error: exit 1: no cli here" in _rows(md, "ours_cnn")[0]
     assert "error: no JSON object" in _rows(md, "keras_cnn")[0]
@@ -113,44 +104,44 @@ def test_failures_and_skips_become_rows(bench: ModuleType, tmp_path: Path) -> No
     assert len(json.loads(json_path.read_text())["runs"]) == 6
 
 
-def test_ratios_and_targets(bench: ModuleType) -> None:
+def test_ratios_and_targets() -> None:
     """ours/peer ratios and the PASS/FAIL marks come from the medians of the successful runs."""
     ours, torch_, keras_ = (
-        w for w in bench.WORKLOADS if w.name in ("ours_cnn", "torch_cnn", "keras_cnn")
+        w for w in WORKLOADS if w.name in ("ours_cnn", "torch_cnn", "keras_cnn")
     )
 
     def row(w, seconds: list[float], rss: float = 500.0):
-        return bench.Row(
+        return Row(
             w,
             [
-                bench.Run(w.name, i, [], seconds=s, accuracy=0.9, rss_mb=rss)
+                Run(w.name, i, [], seconds=s, accuracy=0.9, rss_mb=rss)
                 for i, s in enumerate(seconds)
             ],
         )
 
     rows = [row(ours, [9.0, 10.0, 11.0]), row(torch_, [30.0, 20.0, 25.0]), row(keras_, [40.0])]
-    assert bench.ratio(rows[0], rows[1]) == pytest.approx(0.4)
-    assert bench.ratio(rows[0], rows[2]) == pytest.approx(0.25)
-    cell = bench.target_cell(rows[0], rows)
+    assert ratio(rows[0], rows[1]) == pytest.approx(0.4)
+    assert ratio(rows[0], rows[2]) == pytest.approx(0.25)
+    cell = target_cell(rows[0], rows)
     assert "≤0.4× torch PASS" in cell and "≤0.3× keras PASS" in cell and "RSS ≤2 GB PASS" in cell
 
     rows[0] = row(ours, [20.0], rss=3000.0)
-    cell = bench.target_cell(rows[0], rows)
+    cell = target_cell(rows[0], rows)
     assert "≤0.4× torch FAIL" in cell and "RSS ≤2 GB FAIL" in cell
 
 
-def test_only_rejects_unknown_names(bench: ModuleType) -> None:
+def test_only_rejects_unknown_names() -> None:
     with pytest.raises(SystemExit):
-        bench.select("ours_cnn,nope")
-    assert [w.name for w in bench.select("keras_cnn,ours_cnn")] == ["ours_cnn", "keras_cnn"]
+        select("ours_cnn,nope")
+    assert [w.name for w in select("keras_cnn,ours_cnn")] == ["ours_cnn", "keras_cnn"]
 
 
-def test_torch_ratio_is_against_the_fastest_torch_setting(bench: ModuleType) -> None:
-    by_name = {w.name: w for w in bench.WORKLOADS}
+def test_torch_ratio_is_against_the_fastest_torch_setting() -> None:
+    by_name = {w.name: w for w in WORKLOADS}
 
     def row(name: str, seconds: float | None):
-        runs = [] if seconds is None else [bench.Run(name, 0, [], seconds=seconds, accuracy=0.9)]
-        return bench.Row(by_name[name], runs)
+        runs = [] if seconds is None else [Run(name, 0, [], seconds=seconds, accuracy=0.9)]
+        return Row(by_name[name], runs)
 
     rows = [
         row("ours_cnn", 10.0),
@@ -158,14 +149,12 @@ def test_torch_ratio_is_against_the_fastest_torch_setting(bench: ModuleType) -> 
         row("torch_cnn_channels_last", 25.0),
         row("torch_cnn_compile", None),  # failed: never the peer
     ]
-    assert bench.find_peer(rows, "cnn", "torch") is rows[2]
-    assert bench.ratio(rows[0], bench.find_peer(rows, "cnn", "torch")) == pytest.approx(0.4)
+    assert find_peer(rows, "cnn", "torch") is rows[2]
+    assert ratio(rows[0], find_peer(rows, "cnn", "torch")) == pytest.approx(0.4)
 
 
-def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold(
-    bench: ModuleType,
-) -> None:
-    parsed = bench._parse_process(
+def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold() -> None:
+    parsed = _parse_process(
         {
             "accuracy": 0.8,
             "bench_stats": {"compile_seconds": 1.5, "cache_hits": 0, "cache_misses": 4},
@@ -178,70 +167,68 @@ def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold(
         "accuracy": 0.8,
         "note": "cache: 0 hits, 4 misses",
     }
-    by_name = {w.name: w for w in bench.WORKLOADS}
+    by_name = {w.name: w for w in WORKLOADS}
 
     def row(name: str, compile_s: float):
-        run = bench.Run(name, 0, [], seconds=5.0, compile_seconds=compile_s)
-        return bench.Row(by_name[name], [run])
+        run = Run(name, 0, [], seconds=5.0, compile_seconds=compile_s)
+        return Row(by_name[name], [run])
 
     cold, warm = row("cold_predict", 2.0), row("warm_predict", 0.3)
-    assert "compile ≤0.2× cold PASS" in bench.target_cell(warm, [cold, warm])
+    assert "compile ≤0.2× cold PASS" in target_cell(warm, [cold, warm])
     warm = row("warm_predict", 0.5)
-    assert "compile ≤0.2× cold FAIL" in bench.target_cell(warm, [cold, warm])
-    assert "n/a" in bench.target_cell(warm, [warm])  # no cold twin ran
+    assert "compile ≤0.2× cold FAIL" in target_cell(warm, [cold, warm])
+    assert "n/a" in target_cell(warm, [warm])  # no cold twin ran
 
 
-def test_whole_fit_rows_compare_keras_whole_fit(bench: ModuleType) -> None:
+def test_whole_fit_rows_compare_keras_whole_fit() -> None:
     keras = {"seconds": 2.0, "compile_seconds": 0.5, "total_seconds": 3.6, "val_accuracy": 0.85}
-    assert bench._parse_peer_whole(keras, 9.0)["seconds"] == 3.6
-    assert bench._parse_peer(keras, 9.0)["seconds"] == 2.0
+    assert _parse_peer_whole(keras, 9.0)["seconds"] == 3.6
+    assert _parse_peer(keras, 9.0)["seconds"] == 2.0
 
 
-def test_cache_modes_give_each_row_its_folder(bench: ModuleType, tmp_path: Path) -> None:
-    by_name = {w.name: w for w in bench.WORKLOADS}
-    opts = bench.Options(scratch=tmp_path)
-    off = bench.run_env(by_name["ours_dense"], opts, tmp_path / "run")
+def test_cache_modes_give_each_row_its_folder(tmp_path: Path) -> None:
+    by_name = {w.name: w for w in WORKLOADS}
+    opts = Options(scratch=tmp_path)
+    off = run_env(by_name["ours_dense"], opts, tmp_path / "run")
     assert off["FASHION_JAX_NO_COMPILE_CACHE"] == "1"
 
-    cold_env = bench.run_env(by_name["cold_train"], opts, tmp_path / "run")
+    cold_env = run_env(by_name["cold_train"], opts, tmp_path / "run")
     folder = Path(cold_env["XDG_CACHE_HOME"])
     assert "FASHION_JAX_NO_COMPILE_CACHE" not in cold_env and folder.is_dir()
     (folder / "entry").write_text("compiled")
-    warm_env = bench.run_env(by_name["warm_train"], opts, tmp_path / "run")
+    warm_env = run_env(by_name["warm_train"], opts, tmp_path / "run")
     assert warm_env["XDG_CACHE_HOME"] == str(folder) and (folder / "entry").exists()
-    bench.run_env(by_name["cold_train"], opts, tmp_path / "run")
+    run_env(by_name["cold_train"], opts, tmp_path / "run")
     assert not (folder / "entry").exists()  # the next cold run starts empty
-    other = bench.run_env(by_name["cold_cv"], opts, tmp_path / "run")["XDG_CACHE_HOME"]
+    other = run_env(by_name["cold_cv"], opts, tmp_path / "run")["XDG_CACHE_HOME"]
     assert other != str(folder)
 
 
-def test_placeholders_name_the_trained_run_and_help_rows_need_no_json(
-    bench: ModuleType, tmp_path: Path
-) -> None:
+def test_placeholders_name_the_trained_run_and_help_rows_need_no_json(tmp_path: Path) -> None:
     root = tmp_path / "package"
-    bench._FIXTURES[root] = {"{run}": "/r", "{image}": "/i.npy"}
-    argv = bench.with_fixture(["predict", "--workdir", "{run}", "{image}"], root, bench.Options())
+    _FIXTURES[root] = {"{run}": "/r", "{image}": "/i.npy"}
+    argv = with_fixture(["predict", "--workdir", "{run}", "{image}"], root, Options())
     assert argv == ["predict", "--workdir", "/r", "/i.npy"]
-    bench._FIXTURES[root] = "fixture: no data"
-    with pytest.raises(bench.FixtureError):
-        bench.with_fixture(["{run}"], root, bench.Options())
+    _FIXTURES[root] = "fixture: no data"
+    with pytest.raises(FixtureError):
+        with_fixture(["{run}"], root, Options())
 
     py = sys.executable
-    help_row = bench.replace(
-        next(w for w in bench.WORKLOADS if w.name == "ours_help"),
+    help_row = replace(
+        next(w for w in WORKLOADS if w.name == "ours_help"),
         argv=lambda opts, tmp: [py, "-c", "print('usage: fashion-jax')"],
     )
     stats_code = (
         "import json, os; json.dump({'compile_seconds': 0.25, 'cache_hits': 3, 'cache_misses': 0},"
         " open(os.environ['FASHION_JAX_BENCH_STATS'], 'w')); print(json.dumps({'accuracy': 0.5}))"
     )
-    process_row = bench.replace(
-        next(w for w in bench.WORKLOADS if w.name == "warm_evaluate"),
+    process_row = replace(
+        next(w for w in WORKLOADS if w.name == "warm_evaluate"),
         argv=lambda opts, tmp: [py, "-c", stats_code],
     )
-    rows = bench.run_bench(
+    rows = run_bench(
         [help_row, process_row],
-        bench.Options(repeats=1, timeout=60, scratch=tmp_path),
+        Options(repeats=1, timeout=60, scratch=tmp_path),
         log=lambda s: None,
     )
     assert rows[0].problem is None and rows[0].median is not None
