@@ -4,7 +4,10 @@ Fashion-MNIST was made from shop photos (dark garment, white background) by a do
 conversion (Xiao, Rasul & Vollgraf 2017, arXiv:1708.07747, sec. 2): trim the edges close to the
 corner pixels' colour, resize the longest edge to 28, sharpen (Gaussian, radius and sigma 1),
 extend the shortest edge to 28 and centre, negate, convert to 8-bit grey. A model trained on the
-dataset only understands pictures made that way, so `to_fashion_mnist` repeats it. Before that,
+dataset only understands pictures made that way, so `to_fashion_mnist` repeats it, with one
+change: the background is not the corners' one colour but modelled across the picture from its
+whole border (`backdrop.py`), so light falling off, vignetting and coloured, textured walls are
+neither trimmed as garment nor left in its ink. Before that,
 `decode` deals with what real files bring: EXIF orientation, transparency, palettes, 16-bit and
 CMYK pixels, animations, and files that are not images at all (one `ImageError` line each).
 """
@@ -21,6 +24,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
+from fashion_jax.backdrop import (
+    GREY_WEIGHTS,
+    background,
+    background_field,
+    garment_is_lighter,
+    garment_mask,
+    reduced,
+    trim_box,
+)
 from fashion_jax.config import PREPROCESS_MODES
 from fashion_jax.idx import DataError
 from fashion_jax.numerics import first_nonfinite
@@ -33,22 +45,6 @@ MAX_BYTES = 256 << 20
 # The conversion needs no more detail than this; a big photo is reduced first, which keeps the
 # memory of a 50 MP photo small and changes nothing at 28 pixels.
 WORKING_SIDE = 1024
-# The paper's trimming tolerance: 5% of the largest possible distance in RGB space.
-TRIM_TOLERANCE = 0.05 * 255 * np.sqrt(3)
-# The background is modelled from the picture's border (a band this share of the shorter side
-# deep), estimated on a copy reduced to at most this many pixels a side: enough for a garment's
-# box at 28 pixels, and the reduction averages away fine grain and JPEG noise.
-BORDER_SHARE = 0.02
-ESTIMATE_SIDE = 256
-# What differs from the background model by more than this many robust standard deviations of
-# the border's own residuals (1.4826 x their median absolute deviation) is garment, and never
-# less than the paper's tolerance: a textured wall widens the tolerance, a clean one keeps the
-# paper's.
-RESIDUAL_SIGMAS = 5.0
-MAD_TO_SIGMA = 1.4826
-# A row or column of the reduced copy holds the garment only if at least this share of its
-# pixels do: isolated specks of wall texture do not stretch the box.
-MIN_CONTENT_SHARE = 0.01
 # A picture whose corners are darker than this already looks like Fashion-MNIST (a light garment
 # on a black background): `auto` does not negate it a second time.
 DARK_BACKGROUND = 128
@@ -63,7 +59,6 @@ INK_PERCENTILE = 99
 # (not the faint haze of a shadow or a background gradient left inside the trimmed box).
 GARMENT_INK = 0.1
 NPY_MAGIC = b"\x93NUMPY"
-GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601-2, as PIL's convert("L")
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
@@ -124,121 +119,31 @@ def to_grey(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(rgb.astype(np.float32) @ GREY_WEIGHTS), 0, 255).astype(np.uint8)
 
 
-def background(rgb: np.ndarray) -> np.ndarray:
-    """The corner pixels' colour: the per-channel median of a 3x3 patch in each corner (robust to
-    noise and JPEG artefacts)."""
-    k = min(3, rgb.shape[0], rgb.shape[1])
-    corners = [rgb[:k, :k], rgb[:k, -k:], rgb[-k:, :k], rgb[-k:, -k:]]
-    return np.median(np.concatenate([c.reshape(-1, 3) for c in corners]), axis=0)
-
-
 def looks_like_fashion_mnist(rgb: np.ndarray) -> bool:
-    """Dark corners: a light garment on black, as in the dataset, not a photo on white."""
-    return float(background(rgb).astype(np.float32) @ GREY_WEIGHTS) < DARK_BACKGROUND
-
-
-def reduced(rgb: np.ndarray) -> tuple[np.ndarray, int]:
-    """A copy at most ESTIMATE_SIDE a side (a box average of whole blocks) and the factor."""
-    factor = max(1, -(-max(rgb.shape[:2]) // ESTIMATE_SIDE))
-    img = Image.fromarray(rgb)
-    small = img.reduce(factor) if factor > 1 else img
-    return np.asarray(small.filter(ImageFilter.MedianFilter(3)), np.float32), factor
-
-
-def robust_fit(profile: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """A per-channel quadratic along an (n, 3) border profile, refitted without the samples far
-    from it (a garment touching that edge); the fit and which samples were far from it."""
-    t = np.linspace(-1.0, 1.0, len(profile))
-    design = np.stack([np.ones_like(t), t, t * t], 1)
-    fit = np.broadcast_to(np.median(profile, 0), profile.shape)
-    for _ in range(4):
-        dev = np.linalg.norm(profile - fit, axis=1)
-        spread = MAD_TO_SIGMA * np.median(np.abs(dev - np.median(dev)))
-        keep = dev <= max(floor, np.median(dev) + 3 * spread)
-        if keep.sum() < 3:
-            break
-        coef, *_ = np.linalg.lstsq(design[keep], profile[keep], rcond=None)
-        fit = design @ coef
-    return fit, np.linalg.norm(profile - fit, axis=1) > floor
-
-
-def border_profiles(img: np.ndarray) -> list[np.ndarray]:
-    """Top, bottom, left and right: a smooth fit to the median colour across a thin band along
-    each edge (neither a garment touching that edge nor a wall's mottling is background to carry
-    inwards), plus any step two opposite edges share at the same place: a table's edge across the
-    picture is background."""
-    k = max(1, round(BORDER_SHARE * min(img.shape[:2])))
-    raw = [
-        np.median(img[:k], 0),
-        np.median(img[-k:], 0),
-        np.median(img[:, :k], 1),
-        np.median(img[:, -k:], 1),
-    ]
-    floor = TRIM_TOLERANCE / 2
-    fits = [robust_fit(p, floor) for p in raw]
-    clean = []
-    for i, (profile, (fit, far)) in enumerate(zip(raw, fits)):
-        other, (other_fit, other_far) = raw[i ^ 1], fits[i ^ 1]
-        shared = np.linalg.norm((profile - fit) - (other - other_fit), axis=1) <= floor
-        clean.append(fit + np.where((far & other_far & shared)[:, None], profile - fit, 0.0))
-    return clean
-
-
-def background_field(img: np.ndarray) -> np.ndarray:
-    """(H, W, 3): the background under the whole picture, blended from the four border profiles
-    (a Coons patch: exact for any sum of a function of x and one of y, so for gradients of light
-    in any direction, vignetting and a table's edge)."""
-    top, bottom, left, right = border_profiles(img)
-    v = np.linspace(0.0, 1.0, img.shape[0], dtype=np.float32)[:, None, None]
-    u = np.linspace(0.0, 1.0, img.shape[1], dtype=np.float32)[None, :, None]
-    c00, c01 = (top[0] + left[0]) / 2, (top[-1] + right[0]) / 2
-    c10, c11 = (bottom[0] + left[-1]) / 2, (bottom[-1] + right[-1]) / 2
-    corners = (1 - v) * ((1 - u) * c00 + u * c01) + v * ((1 - u) * c10 + u * c11)
-    edges = (1 - v) * top[None] + v * bottom[None] + (1 - u) * left[:, None] + u * right[:, None]
-    return edges - corners
-
-
-def trim_box(rgb: np.ndarray, field: np.ndarray) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) of what differs from the background model (`field`, on the
-    reduced copy) by more than the tolerance the border's own residuals allow."""
-    img, factor = reduced(rgb)
-    dist = np.linalg.norm(img - field, axis=-1)
-    k = max(1, round(BORDER_SHARE * min(dist.shape)))
-    ring = np.concatenate(
-        [dist[:k].ravel(), dist[-k:].ravel(), dist[:, :k].ravel(), dist[:, -k:].ravel()]
-    )
-    spread = MAD_TO_SIGMA * np.median(np.abs(ring - np.median(ring)))
-    content = dist > max(TRIM_TOLERANCE, np.median(ring) + RESIDUAL_SIGMAS * spread)
-    rows = np.flatnonzero(content.sum(1) >= max(1.0, MIN_CONTENT_SHARE * content.shape[1]))
-    cols = np.flatnonzero(content.sum(0) >= max(1.0, MIN_CONTENT_SHARE * content.shape[0]))
-    if rows.size == 0 or cols.size == 0:  # nothing but background: keep the whole picture
-        return 0, rgb.shape[0], 0, rgb.shape[1]
-    top, left = int(rows[0]) * factor, int(cols[0]) * factor
-    return (
-        top,
-        min(rgb.shape[0], (int(rows[-1]) + 1) * factor),
-        left,
-        min(rgb.shape[1], (int(cols[-1]) + 1) * factor),
-    )
+    """Dark corners and a garment lighter than its background: a light garment on black, as in the
+    dataset, not a photo on white, nor a dark garment on a wall in a dim or vignetted photo."""
+    if float(background(rgb).astype(np.float32) @ GREY_WEIGHTS) >= DARK_BACKGROUND:
+        return False
+    return garment_is_lighter(reduced(rgb)[0])
 
 
 def to_fashion_mnist(rgb: np.ndarray) -> np.ndarray:
     """The paper's six steps on a photo of a garment on a light background; (28, 28) uint8. The
     background is not taken as one colour but modelled across the picture from its border, so
     light falling off, vignetting and a coloured or textured wall are not taken for the garment."""
-    img, _ = reduced(rgb)
+    img, factor = reduced(rgb)
     field = background_field(img)
     bg_grey = float(np.median(field.reshape(-1, 3) @ GREY_WEIGHTS))
-    dark = looks_like_fashion_mnist(img)
-    if dark:  # only `fashion-mnist` mode converts one: plainly negated, as asked
-        field = np.broadcast_to(background(img), field.shape)
-        bg_grey = float(field[0, 0] @ GREY_WEIGHTS)
-    top, bottom, left, right = trim_box(rgb, field)  # 1. trim
+    corners = background(img)
+    # a picture on a dark background (only `fashion-mnist` mode converts one) is plainly negated
+    dark = float(corners @ GREY_WEIGHTS) < DARK_BACKGROUND and garment_is_lighter(img)
+    if dark:
+        field = np.broadcast_to(corners, field.shape)
+        bg_grey = float(corners @ GREY_WEIGHTS)
+    top, bottom, left, right = trim_box(garment_mask(img, field), factor, rgb.shape)  # 1. trim
     # the photo flattened: each pixel relative to the background under it, on a uniform one
-    under = Image.fromarray((field @ GREY_WEIGHTS - bg_grey).astype(np.float32)).resize(
-        rgb.shape[1::-1]
-    )
-    flat = to_grey(rgb).astype(np.float32) - np.asarray(under, np.float32)
+    under = Image.fromarray((field @ GREY_WEIGHTS - bg_grey).astype(np.float32))
+    flat = to_grey(rgb).astype(np.float32) - np.asarray(under.resize(rgb.shape[1::-1]))
     grey = Image.fromarray(np.clip(np.rint(flat), 0, 255).astype(np.uint8)[top:bottom, left:right])
     scale = SIDE / max(grey.size)  # 2. the longest edge to 28
     size = (max(1, round(grey.width * scale)), max(1, round(grey.height * scale)))

@@ -113,6 +113,36 @@ def test_a_speck_darker_than_the_garment_does_not_dim_the_rest_of_it():
     assert np.abs(got - clean)[far].max() <= 2
 
 
+def lit(rgb: np.ndarray, wall=(175, 150, 190), table=None) -> np.ndarray:
+    """`photo`'s picture on a coloured mid-grey wall, lit from the left and vignetted (corners up
+    to a quarter darker than the middle), optionally on a table of another colour at the bottom."""
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    light = (1 - 0.2 * xx / w) * (1 - 0.25 * (((yy / h - 0.5) ** 2 + (xx / w - 0.5) ** 2) * 2))
+    surface = np.broadcast_to(np.array(wall, np.float32), rgb.shape).copy()
+    if table is not None:
+        surface[-table[0] :] = table[1]
+    garment_share = 1 - rgb[..., :1].astype(np.float32) / 245  # photo's paper is 245
+    out = (surface * (1 - garment_share) + 20 * garment_share) * light[..., None]
+    return np.rint(out).astype(np.uint8)
+
+
+@pytest.mark.parametrize("table", [None, (25, (120, 160, 140))], ids=["wall", "table-edge"])
+def test_a_vignetted_coloured_background_lit_from_one_side_is_not_taken_for_the_garment(table):
+    original = garment()
+    got = to_fashion_mnist(lit(photo(original), table=table))
+    assert bbox(got) == bbox(original)  # trimmed to the garment, not to the whole frame
+    assert got[:, :5].max() <= 10 and got[:, 23:].max() <= 10  # the wall's ink is ~0
+    assert np.corrcoef(got.ravel(), original.ravel())[0, 1] > 0.9
+
+
+def test_a_garment_touching_the_edge_of_a_vignetted_photo_keeps_its_whole_box():
+    original = garment()
+    got = to_fashion_mnist(lit(photo(original, at=(0, 71))))
+    assert bbox(got) == bbox(original)
+    assert np.corrcoef(got.ravel(), original.ravel())[0, 1] > 0.9
+
+
 def test_auto_never_negates_a_fashion_mnist_picture_twice():
     original = garment()
     got = convert(original, "auto")
