@@ -152,6 +152,10 @@ def _help(*args: str) -> Workload:
 
 
 # Listed in the interleaving order: ours first, then its peers, task by task.
+# The chapter's section 6 dense fit: 5 epochs at batch 32; --patience 0 as for the CNN, so early
+# stopping cannot shorten the 5 epochs the peer runs.
+DENSE_5_EPOCHS = ("--model", "dense", "--epochs", "5", "--batch-size", "32", "--patience", "0")
+
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "ours_cnn",
@@ -185,14 +189,11 @@ WORKLOADS: tuple[Workload, ...] = (
         "torch_cnn_compile", "cnn", "torch", _peer("torch_cnn", "--torch-compile"), _parse_peer
     ),
     Workload("keras_cnn", "cnn", "keras", _peer("keras_cnn"), _parse_peer),
-    # --patience 0 as for the CNN, so early stopping cannot shorten the 5 epochs the peer runs.
     Workload(
         "ours_dense",
         "dense",
         "ours",
-        _ours(
-            "train", "--model", "dense", "--epochs", "5", "--batch-size", "32", "--patience", "0"
-        ),
+        _ours("train", *DENSE_5_EPOCHS),
         _parse_ours_train(5),
     ),
     # The same fit writing only its final params (--checkpoints end): what Keras's fit does, which
@@ -201,19 +202,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "ours_dense_end",
         "dense",
         "ours",
-        _ours(
-            "train",
-            "--model",
-            "dense",
-            "--epochs",
-            "5",
-            "--batch-size",
-            "32",
-            "--patience",
-            "0",
-            "--checkpoints",
-            "end",
-        ),
+        _ours("train", *DENSE_5_EPOCHS, "--checkpoints", "end"),
         _parse_ours_train(5),
     ),
     Workload("keras_dense", "dense", "keras", _peer("keras_dense"), _parse_peer),
@@ -257,14 +246,7 @@ WORKLOADS: tuple[Workload, ...] = (
     # Whole processes, each command twice: first with an empty compilation cache, then with it.
     *_cold_and_warm(
         "train",
-        "--model",
-        "dense",
-        "--epochs",
-        "5",
-        "--batch-size",
-        "32",
-        "--patience",
-        "0",
+        *DENSE_5_EPOCHS,
         "--workdir",
         "{tmp}/run",
         "--quiet",
