@@ -26,7 +26,7 @@ from fashion_jax.batching import EpochOrders, padded_order, warm_epoch_order
 from fashion_jax.compile import compile_one_shot
 from fashion_jax.config import RunOptions, TrainConfig
 from fashion_jax.data import FashionMNIST, check_dataset
-from fashion_jax.evaluate import EvalStep, make_eval_step
+from fashion_jax.evaluate import EvalStep, eval_step_for
 from fashion_jax.history import write_history
 from fashion_jax.models import build_model, init_fn, is_convolutional
 from fashion_jax.optim import make_optimizer
@@ -184,7 +184,7 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
         run.place.constrain_batch,
     )
     run.stepper.warm()
-    run.eval_step = make_eval_step(run.model, config.eval_batch_size)
+    run.eval_step = eval_step_for(run.model, config.eval_batch_size)
     run.eval_step.compiled(state.params, *run.val)
     resume_lib.check_finite(state, sums, progress.epoch, run.steps_per_epoch, config.skip_nonfinite)
     return time.perf_counter() - t_compile

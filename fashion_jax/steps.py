@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from fashion_jax.compile import compile_hot
-from fashion_jax.evaluate import forward, gather_batch, masked_sums
+from fashion_jax.evaluate import forward, gather_batch, loops_in_one_program, masked_sums
 
 DROPOUT_STREAM = 1  # fold_in tag separating dropout keys from init and data-order keys
 # How many train calls the host may dispatch before the devices finish them. XLA's PjRt client lets
@@ -156,15 +156,14 @@ def make_train_step(
 
 
 def steps_per_call(convolutional: bool, backend: str, steps_per_epoch: int) -> int:
-    """How many train steps one dispatch runs; the single place that differs per backend.
+    """How many train steps one dispatch runs (evaluate.loops_in_one_program says why).
 
-    On a 2-core XLA:CPU a conv net ran ~13x slower inside lax.scan than one jitted step per call,
-    while a dense/MLP step is so small that host dispatch dominates and scanning 100 steps per call
-    wins. Accelerators pay a high per-call launch cost, so they scan a whole epoch.
+    On XLA:CPU a dense/MLP model scans 100 steps per call: enough to pay the host dispatch once
+    per chunk, while a resumed run still finds its saved position at a chunk boundary.
     """
-    if backend == "cpu":
-        return 1 if convolutional else min(100, steps_per_epoch)
-    return steps_per_epoch
+    if not loops_in_one_program(convolutional, backend):
+        return 1
+    return min(100, steps_per_epoch) if backend == "cpu" else steps_per_epoch
 
 
 class InFlight:

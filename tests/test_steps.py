@@ -223,11 +223,13 @@ def test_dropout_key_is_fold_in_of_seed_and_global_step(small_data):
     assert no_dropout not in losses.values()
 
 
+@pytest.mark.parametrize("whole_split", [False, True], ids=["batch-per-call", "whole-split"])
 @pytest.mark.parametrize("n, batch_size", [(250, 64), (37, 100), (64, 64)])
-def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
+def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size, whole_split):
     model, params = logreg
     x, y = small_data.val_x[:n], small_data.val_y[:n]
-    eval_step = evaluate.make_eval_step(model, batch_size)
+    eval_step = evaluate.make_eval_step(model, batch_size, whole_split=whole_split)
+    assert len(eval_step.starts(n)) == (1 if whole_split else -(-n // batch_size))
     got = evaluate.evaluate(
         eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size
     )
@@ -239,6 +241,30 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size):
     assert got["n"] == n
     assert got["loss"] == pytest.approx(float(-log_probs[np.arange(n), y].mean()), rel=1e-5)
     assert got["accuracy"] == float(np.mean(np.argmax(logits, 1) == y))
+
+
+def test_a_cnn_split_in_one_program_sums_as_batch_per_call(small_data):
+    model = build_model(model_config("cnn", filters=(4, 8), hidden=16))
+    params = init_params(model, 0)
+    x, y = jax.device_put(small_data.val_x[:77]), jax.device_put(small_data.val_y[:77])
+    one, whole = (evaluate.make_eval_step(model, 20, whole_split=w) for w in (False, True))
+    a, b = (evaluate.evaluate(step, params, x, y, 20) for step in (one, whole))
+    assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+
+
+def test_loops_run_inside_one_program_except_conv_nets_on_cpu():
+    assert not evaluate.loops_in_one_program(convolutional=True, backend="cpu")
+    assert evaluate.loops_in_one_program(convolutional=False, backend="cpu")
+    assert evaluate.loops_in_one_program(convolutional=True, backend="gpu")
+    # training follows the same rule: one step per call exactly where eval runs a batch per call
+    assert steps.steps_per_call(True, "cpu", 1500) == 1
+    assert steps.steps_per_call(False, "cpu", 1500) == 100
+    assert steps.steps_per_call(False, "cpu", 40) == 40
+    assert steps.steps_per_call(True, "tpu", 1500) == 1500
+    conv = evaluate.eval_step_for(build_model(model_config("cnn")), 200)
+    dense = evaluate.eval_step_for(build_model(model_config("dense")), 200)
+    cpu = jax.default_backend() == "cpu"
+    assert conv.whole_split is not cpu and dense.whole_split
 
 
 def test_evaluate_of_an_empty_split_is_nan(logreg):
