@@ -1,9 +1,11 @@
 """Run `fashion-jax` with one checkpoint save held open: a test hook that lives in the tests only.
 
-    python tests/paused_save.py STEP:SECONDS train ...
+    python tests/paused_save.py STEP:SECONDS[:CALL_DELAY] train ...
 
 The finished save of checkpoints/STEP waits SECONDS in its *.orbax-checkpoint-tmp* folder before
 Orbax's atomic rename, so a test can SIGKILL the process exactly while that save is in flight.
+CALL_DELAY (seconds) slows every train call down, so that a test killing the process in the
+middle of an epoch gets there before the epoch ends, however fast the machine.
 Used by tests/test_reliability.py and experiments/soak_resume.py.
 """
 
@@ -11,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 from orbax.checkpoint.path import atomicity
+
+from fashion_jax import steps
 
 
 def hold_save(step: str, seconds: float) -> None:
@@ -28,9 +33,22 @@ def hold_save(step: str, seconds: float) -> None:
     atomicity.AtomicRenameTemporaryPath.finalize = paused_finalize
 
 
+def slow_calls(seconds: float) -> None:
+    """Sleep `seconds` after each dispatched train call (steps.InFlight.add sees every one)."""
+    add = steps.InFlight.add
+
+    def slow_add(self, marker):
+        add(self, marker)
+        time.sleep(seconds)
+
+    steps.InFlight.add = slow_add
+
+
 if __name__ == "__main__":
-    step, seconds = sys.argv[1].split(":")
+    step, seconds, *delay = sys.argv[1].split(":")
     hold_save(step, float(seconds))
+    if delay:
+        slow_calls(float(delay[0]))
     from fashion_jax.cli import main
 
     sys.exit(main(sys.argv[2:]))

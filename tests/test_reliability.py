@@ -133,8 +133,9 @@ def test_sigkill_mid_epoch_between_epochs_and_during_a_save_then_resume_is_bitwi
     ckpts, best = workdir / "checkpoints", workdir / "best"
 
     # 1. --resume on an empty workdir starts fresh; killed in the first epoch, after a mid-epoch
-    # checkpoint.
-    proc = start(workdir, "--resume")
+    # checkpoint (each train call slowed by 20 ms: no save held, but the epoch's last 45 steps
+    # take ~1 s, so the kill lands before the epoch ends however fast the saves commit).
+    proc = start(workdir, "--resume", hold="0:0:0.02")
     wait_until(proc, lambda: any(0 < s < EPOCH for s in steps_in(ckpts)), "a mid-epoch checkpoint")
     sigkill(proc)
     assert history_rows(workdir) == 0 and max(steps_in(ckpts)) < EPOCH
