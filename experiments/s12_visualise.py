@@ -23,7 +23,7 @@ IMAGE_INDEX = 0  # test image 0, an ankle boot
 def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
 
-    from fashion_jax import plots
+    from fashion_jax import inspection, plots
     from fashion_jax.data import CLASS_NAMES
     from fashion_jax.model_io import load_model
 
@@ -58,7 +58,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     ):  # one more restore and pass over the test set: the confusion matrix agrees with s10
         with C.timer() as t:
             _, model, params = load_model(workdir)
-            cm = plots.confusion_matrix(model, params, data.test_x, data.test_y)
+            cm = inspection.confusion_matrix(model, params, data.test_x, data.test_y)
         accuracy = float(np.trace(cm) / cm.sum())
         result = json.loads((workdir / "result.json").read_text())
         rows.append(

@@ -25,7 +25,7 @@ def _dense_model(out_dir: Path, quick: bool):
     """(model, params, how) of s06's Dense model; trained here (1 epoch) when s06 has not run."""
     import dataclasses
 
-    from fashion_jax.config import load_json
+    from fashion_jax.config_json import load_json
     from fashion_jax.model_io import load_model
 
     workdir = C.work_dir(out_dir, "dense")

@@ -95,7 +95,7 @@ def _compiled_permutation(n: int):
     zero = jnp.zeros((), jnp.int32)
     # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
     # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
-    return compile_hot(jax.jit(permutation_fn(n)), zero, zero)
+    return compile_hot(jax.jit(permutation_fn(n)), zero, zero, name=f"permutation|{n}")
 
 
 def _permutation(seed: int, epoch: int, n: int):

@@ -1,30 +1,18 @@
-"""The command line's shape: every command's flags, generated from the config dataclasses.
+"""The command line's shape: every command, its subparser and its flags.
 
-A config field's flag, type, choices and help sentence come from the field itself (config.py), so
-a new field is a new flag with nothing to copy. Flags default to None ("not given"), so a preset
-or the dataclass supplies the value and `config.preset` applies only what the user typed.
-Standard library and config.py only: `fashion-jax --help` must not pay for importing JAX.
+The train, cv and import flags that set a config field are generated from the field itself
+(config_flags.py); the flags written here are the ones no config field holds. Standard library,
+config.py and clusters.py only: `fashion-jax --help` must not pay for importing JAX.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from typing import Any
 
 from fashion_jax.clusters import CLUSTER_CHOICES
-from fashion_jax.config import (
-    MODEL_DEFAULTS,
-    PREPROCESS_MODES,
-    PRESETS,
-    CVOptions,
-    ModelConfig,
-    RunOptions,
-    TrainConfig,
-)
-
-CONFIG_CLASSES = (ModelConfig, TrainConfig)
+from fashion_jax.config import PREPROCESS_MODES, PRESETS, CVOptions, RunOptions
+from fashion_jax.config_flags import CONFIG_CLASSES, add_dataclass_flags, describe_presets
 
 
 class CliError(Exception):
@@ -34,70 +22,6 @@ class CliError(Exception):
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print the whole usage block
         raise CliError(f"{self.prog}: {message}")
-
-
-def dest(f: dataclasses.Field) -> str:
-    """The argparse destination (and `config.preset` override name) of a config field."""
-    return f.metadata.get("flag", f.name)
-
-
-def flag_fields(cls: type) -> list[dataclasses.Field]:
-    """The fields of `cls` that get a flag: all but nested configs (they bring their own)."""
-    hints = typing.get_type_hints(cls)
-    return [f for f in dataclasses.fields(cls) if not dataclasses.is_dataclass(hints[f.name])]
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        return " ".join(map(str, value))
-    return "unset" if value is None else str(value)
-
-
-def _default_text(cls: type, f: dataclasses.Field, presets: tuple[str, ...]) -> str:
-    base = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    text = (
-        f"default: {_show(base)}"
-        if dest(f) != "model"
-        else "default: the preset's; needed without --preset"
-    )
-    if cls is ModelConfig:
-        per_model = [f"{m} {_show(d[f.name])}" for m, d in MODEL_DEFAULTS.items() if f.name in d]
-        if per_model:
-            text += f"; per model: {', '.join(per_model)}"
-    by_preset = [f"{p} {_show(PRESETS[p][dest(f)])}" for p in presets if dest(f) in PRESETS[p]]
-    return text + (f"; preset {', '.join(by_preset)}" if by_preset else "")
-
-
-def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: type, presets: tuple[str, ...] = ()
-) -> None:
-    """One flag per field of `cls`, named, typed, constrained and explained by the field."""
-    hints = typing.get_type_hints(cls)
-    for f in flag_fields(cls):
-        kind = typing.get_args(hints[f.name]) or (hints[f.name],)
-        kwargs: dict[str, Any] = {
-            "dest": dest(f),
-            "default": None,
-            "help": f"{f.metadata['help']} ({_default_text(cls, f, presets)})",
-        }
-        if hints[f.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction if f.default else "store_true"
-        elif typing.get_origin(hints[f.name]) is tuple:
-            kwargs.update(type=kind[0], nargs="+", metavar="N")
-        else:
-            kwargs["type"] = next(t for t in kind if t is not type(None))
-            kwargs["choices"] = f.metadata.get("choices")
-        parser.add_argument("--" + dest(f).replace("_", "-"), **kwargs)
-
-
-def given(args: argparse.Namespace, *classes: type) -> dict[str, Any]:
-    """The values the user typed for the fields of `classes`, by override name."""
-    return {
-        dest(f): getattr(args, dest(f))
-        for cls in classes
-        for f in flag_fields(cls)
-        if getattr(args, dest(f), None) is not None
-    }
 
 
 def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
@@ -124,13 +48,11 @@ def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
 
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model; the workdir is the resume point")
-    names = ", ".join(
-        f"{n} ({', '.join(f'{k}={_show(v)}' for k, v in PRESETS[n].items())})" for n in PRESETS
-    )
     p.add_argument(
         "--preset",
         choices=list(PRESETS),
-        help=f"start from a named setup; flags override it (default: none: give --model): {names}",
+        help="start from a named setup; flags override it (default: none: give --model): "
+        + describe_presets(),
     )
     for cls in CONFIG_CLASSES:
         add_dataclass_flags(p, cls, presets=tuple(PRESETS))

@@ -29,6 +29,8 @@ from typing import Any
 
 import jax
 
+from fashion_jax import program_cache
+
 log = logging.getLogger("fashion_jax")
 NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
 
@@ -43,16 +45,28 @@ def hot_options() -> dict[str, Any]:
     return dict(HOT_CPU_OPTIONS) if jax.default_backend() == "cpu" else {}
 
 
-def compile_one_shot(fn: Callable, *example_args: Any) -> Callable:
+def compile_one_shot(fn: Callable, *example_args: Any, name: str | None = None) -> Callable:
     """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation
-    level."""
-    return jax.jit(fn).lower(*example_args).compile(compiler_options=one_shot_options())
+    level; with a `name` that says what `fn` computes, kept in program_cache.py."""
+    options = one_shot_options()
+    return program_cache.compiled_or_cached(
+        name,
+        example_args,
+        options,
+        lambda: jax.jit(fn).lower(*example_args).compile(compiler_options=options),
+    )
 
 
-def compile_hot(jitted: Any, *example_args: Any) -> Any:
-    """A `jax.jit`-wrapped step compiled ahead of time for these arguments with `hot_options()`."""
-    lowered = jitted.lower(*example_args)
+def compile_hot(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
+    """A `jax.jit`-wrapped step compiled ahead of time for these arguments with `hot_options()`;
+    with a `name` that says what it computes, kept in program_cache.py."""
     options = hot_options()
+    return program_cache.compiled_or_cached(
+        name, example_args, options, lambda: _compile(jitted.lower(*example_args), options)
+    )
+
+
+def _compile(lowered: Any, options: dict[str, Any]) -> Any:
     if options:
         try:
             return lowered.compile(compiler_options=options)
@@ -70,6 +84,7 @@ def cache_dir() -> Path:
 def enable_persistent_cache(enabled: bool = True) -> str | None:
     """Turn JAX's persistent compilation cache on (the folder in use), unless asked not to."""
     if not enabled or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        program_cache.use_folder(None)
         return None
     if jax.config.jax_compilation_cache_dir:  # set by the user ($JAX_COMPILATION_CACHE_DIR)
         folder = Path(jax.config.jax_compilation_cache_dir)
@@ -85,6 +100,7 @@ def enable_persistent_cache(enabled: bool = True) -> str | None:
         return None
     warnings.showwarning = _cache_warnings_once(warnings.showwarning)
     jax.config.update("jax_compilation_cache_dir", str(folder))
+    program_cache.use_folder(folder / "programs")
     # Every program, however quick to compile: a command's many small ones add up to seconds.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
@@ -95,14 +111,11 @@ def _cache_warnings_once(show: Callable) -> Callable:
     """JAX warns once per unreadable cache entry, with a traceback-like source line; a damaged
     cache is one fact for the user: say it once, in one line. JAX compiles such a program again
     and writes it back, so the cache mends itself."""
-    said: list[bool] = []
 
     def showwarning(message, category, filename, lineno, file=None, line=None):
         if "persistent compilation cache" not in str(message):
             return show(message, category, filename, lineno, file, line)
-        if not said:
-            said.append(True)
-            log.warning("compilation cache: an entry could not be read; compiling it again")
+        program_cache.warn_unreadable_once()
         return None
 
     return showwarning

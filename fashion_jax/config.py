@@ -1,21 +1,17 @@
-"""Every setting and every default, written once: the config dataclasses, the presets, JSON.
+"""Every setting and every default, written once: the config dataclasses, the presets, checks.
 
-A workdir's `config.json` is a `TrainConfig`; it names the architecture and all of its
-hyper-parameters, so a model restores without the caller knowing them. The CLI's flags are
-generated from these dataclasses (cli_flags.py), so a field, its default and its help sentence
-live here and nowhere else. Standard library only: everything else imports this module.
+A workdir's `config.json` is a `TrainConfig` (written and read by config_json.py); it names the
+architecture and all of its hyper-parameters, so a model restores without the caller knowing them.
+The CLI's flags are generated from these dataclasses (config_flags.py), so a field, its default and
+its help sentence live here and nowhere else. Standard library only: everything else imports this
+module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from fashion_jax.files import atomic_write_text
 
 NUM_CLASSES = 10
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")
@@ -289,62 +285,3 @@ def validate(config: TrainConfig) -> TrainConfig:
         if not ok:
             raise ConfigError(message)
     return config
-
-
-def to_dict(config: TrainConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
-def from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Inverse of to_dict. Every key must be a field and every value of the field's type, so a
-    foreign or hand-edited JSON is refused in one line naming the key, never half-read."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
-        raise ConfigError("not a fashion_jax config: no model settings")
-    model = _typed_fields(ModelConfig, raw["model"], "model.")
-    return TrainConfig(**{**_typed_fields(TrainConfig, raw, ""), "model": ModelConfig(**model)})
-
-
-def _typed_fields(cls: type, raw: dict[str, Any], prefix: str) -> dict[str, Any]:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"not a fashion_jax config: unknown key '{prefix}{unknown[0]}'")
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for name, value in raw.items():
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            continue  # the nested model, checked on its own
-        if typing.get_origin(kind) is tuple:  # filters: JSON keeps it as a list of ints
-            ok, want = isinstance(value, list) and all(_is(v, int) for v in value), "a list of ints"
-        else:
-            kinds = typing.get_args(kind) or (kind,)
-            ok, want = any(_is(value, t) for t in kinds), " or ".join(t.__name__ for t in kinds)
-        if not ok:
-            raise ConfigError(f"config key '{prefix}{name}' must be {want}, got {value!r}")
-        out[name] = tuple(value) if isinstance(value, list) else value
-    return out
-
-
-def _is(value: Any, kind: type) -> bool:
-    if kind is float:  # JSON writes 1.0 as 1.0 but a hand edit may write 1
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
-
-
-def save_json(config: TrainConfig, path: Path) -> None:
-    atomic_write_text(path, json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
-
-
-def load_json(path: Path) -> TrainConfig:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no config.json; not a fashion_jax workdir") from None
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{path}: unreadable config ({err.__class__.__name__})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: not a fashion_jax config")
-    return from_dict(raw)

@@ -4,7 +4,9 @@ program.
 The k fold models are stacked on a leading fold axis and trained together by `jax.vmap` of the
 one pure train step (steps.train_step_fn), so a CV costs one compile and one dispatch per batch,
 not k of each. Each fold sees exactly what it would see trained alone: its own training rows, in
-the order batching.epoch_order gives for its own size, with the same init and dropout seed.
+the order batching.epoch_order gives for its own size, with the same init and dropout seed. The
+folds' padded rows, their placement and the vmapped programs are in cv_folds.py; this module
+compiles them, runs the epochs and scores the folds.
 
 Cost note: dense models gain (one dispatch per batch for all folds); on XLA:CPU a vmapped conv with
 per-fold kernels becomes a grouped convolution, measured ~4x slower than k separate CNN steps.
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,19 +24,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from fashion_jax import config as config_lib
 from fashion_jax import steps
-from fashion_jax.batching import EpochOrders, pad_indices, permutation_fn
+from fashion_jax.batching import EpochOrders, permutation_fn
 from fashion_jax.compile import compile_one_shot
 from fashion_jax.config import ModelConfig, TrainConfig
-from fashion_jax.evaluate import batch_sums
+from fashion_jax.cv_folds import Folds, fold_eval, fold_step, pad_rows, prepare_folds
 from fashion_jax.models import build_model, init_fn
 from fashion_jax.optim import make_optimizer
-from fashion_jax.splits import kfold_indices
 
 
 class NonFiniteCVError(FloatingPointError):
@@ -66,101 +64,6 @@ def cv_config(model: str | ModelConfig = "logreg", **overrides: Any) -> TrainCon
     return dataclasses.replace(config_lib.preset("cv", **overrides), model=model)
 
 
-def _pad_rows(index_lists: list[np.ndarray], length: int) -> np.ndarray:
-    """(k, length) int32, each row one fold's indices padded with 0 (the steps mask rows past n)."""
-    return np.stack([pad_indices(idx, length) for idx in index_lists])
-
-
-def _shardings(folds: int) -> tuple[NamedSharding | None, NamedSharding | None]:
-    """(fold-axis, replicated) shardings when there is a device per fold; (None, None): default
-    device."""
-    devices = jax.devices()
-    if folds < 2 or len(devices) < folds:
-        return None, None
-    mesh = Mesh(np.array(devices[:folds]), ("fold",))
-    return NamedSharding(mesh, P("fold")), NamedSharding(mesh, P())
-
-
-def _fold_step(model: Any, tx: Any, seed: int, batch_size: int) -> Callable:
-    """steps.train_step_fn vmapped over the fold axis of state, running sums and order."""
-    step = steps.train_step_fn(model, tx, seed, batch_size)
-
-    def fold_step(state, sums, order, images, labels):
-        new_state, new_sums, _ = step(state, sums, order, images, labels)
-        # A fold past its last batch must not move: a zero gradient still moves Adam/momentum
-        # parameters and advances the dropout key, so the fold would no longer match a lone fit.
-        live = sums.next_batch * batch_size < sums.rows
-        keep = lambda new, old: jnp.where(live, new, old)  # noqa: E731
-        return jax.tree.map(keep, new_state, state), jax.tree.map(keep, new_sums, sums)
-
-    return jax.vmap(fold_step, in_axes=(0, 0, 0, None, None))
-
-
-def _fold_eval(model: Any, batch_size: int) -> Callable:
-    """`(params, rows, n_valid, start, images, labels) -> (loss_sum, correct)` per fold, vmapped."""
-
-    def fold_eval(params, rows, n_valid, start, images, labels):
-        mask = start + jnp.arange(batch_size) < n_valid  # held-out sets differ in size by one
-        idx = jax.lax.dynamic_slice(rows, (start,), (batch_size,))
-        return batch_sums(model, params, images, labels, idx, mask)
-
-    return jax.vmap(fold_eval, in_axes=(0, 0, 0, None, None, None))
-
-
-@dataclass
-class _Folds:
-    """The folds' rows and sizes, their padded lengths, and the device arrays the programs read."""
-
-    splits: list[tuple[np.ndarray, np.ndarray]]
-    n_train: list[int]
-    n_held: list[int]
-    eval_batch: int
-    steps_per_epoch: int
-    order_len: int
-    held_len: int
-    by_fold: NamedSharding | None
-    images: jax.Array
-    labels: jax.Array
-    held: jax.Array
-    n_held_d: jax.Array
-
-    def fresh_sums(self) -> steps.EpochSums:  # each fold counts its own valid rows
-        per_fold = [jax.device_get(steps.epoch_sums(n)) for n in self.n_train]
-        return jax.device_put(jax.tree.map(lambda *xs: np.stack(xs), *per_fold), self.by_fold)
-
-
-def _prepare(
-    config: TrainConfig,
-    images: np.ndarray,
-    labels: np.ndarray,
-    folds: int,
-    shuffle: bool,
-    seed: int,
-) -> _Folds:
-    splits = kfold_indices(len(labels), folds, seed=seed, shuffle=shuffle)
-    n_train, n_held = [len(tr) for tr, _ in splits], [len(va) for _, va in splits]
-    eb = min(config.eval_batch_size, max(n_held))  # no eval of pure padding
-    steps_per_epoch = -(
-        -max(n_train) // config.batch_size
-    )  # a smaller fold idles through its extra step
-    held_len = -(-max(n_held) // eb) * eb
-    by_fold, replicated = _shardings(folds)
-    return _Folds(
-        splits=splits,
-        n_train=n_train,
-        n_held=n_held,
-        eval_batch=eb,
-        steps_per_epoch=steps_per_epoch,
-        order_len=steps_per_epoch * config.batch_size,
-        held_len=held_len,
-        by_fold=by_fold,
-        images=jax.device_put(np.asarray(images), replicated),
-        labels=jax.device_put(np.asarray(labels, np.int32), replicated),
-        held=jax.device_put(_pad_rows([va for _, va in splits], held_len), by_fold),
-        n_held_d=jax.device_put(np.asarray(n_held, np.int32), by_fold),
-    )
-
-
 def cross_validate(
     config: TrainConfig,
     images: np.ndarray,
@@ -176,7 +79,7 @@ def cross_validate(
     and score it on that fold's held-out rows. Every fold starts from the same config.seed init."""
     t_start = time.perf_counter()
     config = config_lib.validate(config)
-    f = _prepare(config, images, labels, folds, shuffle, seed)
+    f = prepare_folds(config, images, labels, folds, shuffle, seed)
     model = build_model(config.model)
     tx = make_optimizer(config, config.epochs * f.steps_per_epoch)
     t_compile = time.perf_counter()
@@ -195,7 +98,7 @@ def cross_validate(
         # them
         eval_c = pool.submit(
             lambda: (
-                jax.jit(_fold_eval(model, f.eval_batch))
+                jax.jit(fold_eval(model, f.eval_batch))
                 .lower(eval_shape, f.held, f.n_held_d, jnp.int32(0), f.images, f.labels)
                 .compile()
             )
@@ -223,7 +126,7 @@ def cross_validate(
 
 
 def _compile_training(
-    pool: ThreadPoolExecutor, f: _Folds, model: Any, tx: Any, config: TrainConfig, sizes: list[int]
+    pool: ThreadPoolExecutor, f: Folds, model: Any, tx: Any, config: TrainConfig, sizes: list[int]
 ) -> tuple[Any, steps.EpochSums, dict, Any, Any]:
     """The stacked initial states, first sums, epoch-0 orders, the compiled fold step, and the
     abstract params the eval program is lowered for."""
@@ -248,7 +151,7 @@ def _compile_training(
     init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
     step_c = pool.submit(
         lambda: (
-            jax.jit(_fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1))
+            jax.jit(fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1))
             .lower(state_shape, sums, order_shape, f.images, f.labels)
             .compile()
         )
@@ -259,7 +162,7 @@ def _compile_training(
 
 
 def _train_epoch(
-    f: _Folds,
+    f: Folds,
     train_step: Any,
     state: Any,
     sums: steps.EpochSums,
@@ -270,8 +173,10 @@ def _train_epoch(
 ) -> tuple[Any, steps.EpochSums]:
     # Each fold's own permutation for its own size, as a lone fit of that fold would draw it.
     order = jax.device_put(
-        _pad_rows([tr[perms[len(tr)]] for tr, _ in f.splits], f.order_len), f.by_fold
+        pad_rows([tr[perms[len(tr)]] for tr, _ in f.splits], f.order_len), f.by_fold
     )
+    # As fit's Stepper: with a device per fold, too many unfinished calls can deadlock XLA:CPU.
+    in_flight = steps.InFlight()
     for _ in tqdm(
         range(f.steps_per_epoch),
         desc=f"cv epoch {epoch + 1}/{epochs}",
@@ -279,7 +184,8 @@ def _train_epoch(
         leave=False,
         mininterval=0.5,
     ):
-        state, sums = train_step(state, sums, order, f.images, f.labels)
+        state, sums, loss = train_step(state, sums, order, f.images, f.labels)
+        in_flight.add(loss)
     bad = np.asarray(sums.first_bad_step)
     if (bad >= 0).any():
         i = int(np.flatnonzero(bad >= 0)[0])
@@ -290,7 +196,7 @@ def _train_epoch(
     return state, f.fresh_sums()
 
 
-def _score(f: _Folds, eval_step: Any, params: Any, **timings: float) -> CVResult:
+def _score(f: Folds, eval_step: Any, params: Any, **timings: float) -> CVResult:
     """Each fold's loss and accuracy on its held-out rows."""
     sums = jax.device_get(
         [

@@ -83,7 +83,11 @@ def make_eval_step(model: nn.Module, batch_size: int, whole_split: bool = False)
         batches = -(-images.shape[0] // batch_size)
         return jax.lax.fori_loop(0, batches, add_batch, (jnp.float32(0), jnp.int32(0)))
 
-    return EvalStep(jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split)
+    cfg = getattr(model, "cfg", None)  # every registered model's architecture, in full
+    name = f"eval|{batch_size}|{whole_split}|{cfg!r}" if cfg is not None else None
+    return EvalStep(
+        jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split, name
+    )
 
 
 def eval_step_for(model: nn.Module, batch_size: int) -> EvalStep:
@@ -95,8 +99,14 @@ def eval_step_for(model: nn.Module, batch_size: int) -> EvalStep:
 class EvalStep:
     """The jitted eval step, compiled ahead of time (with the hot options) once per split shape."""
 
-    def __init__(self, jitted: Any, batch_size: int = DEFAULT_BATCH, whole_split: bool = False):
-        self._jitted, self._compiled = jitted, {}
+    def __init__(
+        self,
+        jitted: Any,
+        batch_size: int = DEFAULT_BATCH,
+        whole_split: bool = False,
+        name: str | None = None,
+    ):
+        self._jitted, self._compiled, self._name = jitted, {}, name
         self.batch_size, self.whole_split = batch_size, whole_split
 
     def starts(self, n: int) -> range:
@@ -106,7 +116,9 @@ class EvalStep:
     def compiled(self, params: Any, images: jax.Array, labels: jax.Array) -> Any:
         key = (images.shape, labels.shape)
         if key not in self._compiled:
-            self._compiled[key] = compile_hot(self._jitted, params, images, labels, np.int32(0))
+            self._compiled[key] = compile_hot(
+                self._jitted, params, images, labels, np.int32(0), name=self._name
+            )
         return self._compiled[key]
 
     def __call__(self, params: Any, images: jax.Array, labels: jax.Array, start: int) -> Any:

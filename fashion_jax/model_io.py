@@ -17,8 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fashion_jax import config as config_lib
-from fashion_jax import params_file
+from fashion_jax import config_json, params_file
 from fashion_jax.config import TrainConfig
 from fashion_jax.models import build_model, init_fn, init_params
 
@@ -29,7 +28,7 @@ def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Pat
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     params_file.discard(path)
-    config_lib.save_json(config, path / "config.json")
+    config_json.save_json(config, path / "config.json")
     ckpt.save_weights(path / "params", params)
     params_file.write(path, "params", jax.device_get(params))
     return path
@@ -41,7 +40,7 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     path = Path(path)
     if not path.is_dir():
         raise _orbax_storage().CheckpointError(f"{path}: no such model folder or workdir")
-    config = config_lib.load_json(path / "config.json")
+    config = config_json.load_json(path / "config.json")
     model = build_model(config.model)
     source = _newest_params_folder(path)
     if source is not None:

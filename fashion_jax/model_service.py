@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from fashion_jax import config as config_lib
+from fashion_jax import config_json
 from fashion_jax.data import CLASS_NAMES
+from fashion_jax.inspection import feature_maps
 from fashion_jax.models import is_convolutional
-from fashion_jax.plots import feature_maps
 from fashion_jax.predict import Predictor
 from fashion_jax.preprocess import SIDE
 
@@ -99,7 +99,7 @@ class ModelService:
             "model": config.model.name,
             "convolutional": self.convolutional,
             "classes": list(CLASS_NAMES),
-            "config": config_lib.to_dict(config),
+            "config": config_json.to_dict(config),
             "filters": self._filters() if self.convolutional else None,
         }
 

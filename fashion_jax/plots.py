@@ -2,7 +2,8 @@
 
 The chapter ends by plotting the first conv layer's weights and the feature maps one test image
 produces. Every figure is a bare `matplotlib.figure.Figure` saved by `save_figure`: no pyplot, so
-there is no global figure state to leak between calls and no display is needed.
+there is no global figure state to leak between calls and no display is needed. The arrays the
+model figures show are computed by inspection.py.
 """
 
 from __future__ import annotations
@@ -11,21 +12,17 @@ import math
 import os
 import threading
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fashion_jax.config import NUM_CLASSES
 from fashion_jax.data import CLASS_NAMES, FashionMNIST
-from fashion_jax.evaluate import DEFAULT_BATCH, predict_logits
 from fashion_jax.history import read_history
+from fashion_jax.inspection import confusion_matrix, feature_maps
 from fashion_jax.model_io import load_model
-from fashion_jax.models import ACTIVATIONS, CONV_LAYERS, is_convolutional, pixels_to_inputs
+from fashion_jax.models import is_convolutional
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -144,38 +141,6 @@ def plot_filters(
     return save_figure(fig, path)
 
 
-def feature_maps(model: nn.Module, params: Any, image: np.ndarray) -> dict[str, np.ndarray]:
-    """Conv layer name -> (H, W, C) activations (after the activation) for one uint8 (28, 28) image;
-    {} for a model without conv layers."""
-    image = np.asarray(image)
-    if image.shape != (28, 28):
-        raise ValueError(f"expected one (28, 28) image, got shape {image.shape}")
-    return {
-        name: np.asarray(maps)
-        for name, maps in jax.device_get(_conv_outputs(model, params, image)).items()
-    }
-
-
-# Module-level jits with the model static: equal models hash equal, so a model restored again by
-# plot_all reuses the compiled function instead of tracing a fresh closure on every call.
-@partial(jax.jit, static_argnames="model")
-def _conv_outputs(model: nn.Module, params: Any, image: jax.Array) -> dict[str, jax.Array]:
-    # Each conv layer's output is intercepted and passed through the model's activation: the
-    # activations the next layer sees, without the model having to store them.
-    activation = ACTIVATIONS[model.cfg.activation] if hasattr(model, "cfg") else (lambda x: x)
-    captured: dict[str, jax.Array] = {}
-
-    def grab(next_fun, args, kwargs, context):
-        out = next_fun(*args, **kwargs)
-        if isinstance(context.module, CONV_LAYERS) and context.method_name == "__call__":
-            captured[context.module.name] = activation(out)[0]  # batch of one
-        return out
-
-    with nn.intercept_methods(grab):
-        model.apply({"params": params}, pixels_to_inputs(jnp.asarray(image))[None], train=False)
-    return captured
-
-
 def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
     """All C channels of (H, W, C) maps in a grid of 8 columns; each channel has its own scale,
     as in the book, so weak but structured channels stay visible."""
@@ -193,30 +158,6 @@ def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = ""
     if title:
         fig.suptitle(title)
     return save_figure(fig, path)
-
-
-def confusion_matrix(
-    model: nn.Module,
-    params: Any,
-    images: np.ndarray,
-    labels: np.ndarray,
-    batch_size: int = DEFAULT_BATCH,
-    num_classes: int = NUM_CLASSES,
-) -> np.ndarray:
-    """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted
-    one."""
-    n, true = len(images), np.asarray(labels).astype(np.int64)
-    if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
-        raise ValueError(
-            f"need one label in 0..{num_classes - 1} per image; "
-            f"got {len(true)} labels for {n} images"
-        )
-    if n == 0:
-        return np.zeros((num_classes, num_classes), np.int64)
-    preds = predict_logits(model, params, images, batch_size).argmax(axis=-1).astype(np.int64)
-    return np.bincount(true * num_classes + preds, minlength=num_classes**2).reshape(
-        num_classes, num_classes
-    )
 
 
 def plot_confusion(

@@ -37,6 +37,7 @@ class Predictor:
             lambda params, images: jax.nn.softmax(forward(self.model, params, images), axis=-1),
             self.params,
             example,
+            name=f"predict|{PREDICT_BATCH}|{self.config.model!r}",
         )
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:

@@ -144,7 +144,8 @@ def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     # One program for params, optimizer state and step: made op by op, the optimizer's zeros
     # compiled a program per leaf shape (each one traced, lowered and looked up on every start).
     init = lambda s: create_train_state(init_fn(run.model)(s), run.tx)  # noqa: E731
-    state = put(compile_one_shot(init, seed)(seed))
+    name = f"init-state|{run.steps_per_epoch}|{run.config!r}"
+    state = put(compile_one_shot(init, seed, name=name)(seed))
     sums = put(epoch_sums(run.n_train))
     progress = Progress(epoch=0, history=[], stop=es.StopState())
     if run.options.resume:
@@ -182,6 +183,7 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
         k,
         (state, sums, order0, *run.train),
         run.place.constrain_batch,
+        name=f"{run.steps_per_epoch}|{run.config!r}",
     )
     run.stepper.warm()
     run.eval_step = eval_step_for(run.model, config.eval_batch_size)

@@ -201,8 +201,12 @@ class Stepper:
         k: int,
         example_args: tuple,
         constrain: Callable[[jax.Array], jax.Array] = lambda x: x,
+        name: str | None = None,
     ):
+        """`name` says what decides the step beyond its arguments (model, optimizer, seed, batch):
+        with it, compiled chunks are kept in program_cache.py."""
         self.k, self.steps_per_epoch, self._example = max(1, k), steps_per_epoch, example_args
+        self._name = name
         self._build = lambda n: make_train_step(model, tx, seed, batch_size, constrain, n)
         self._compiled: dict[int, Any] = {}
         self.in_flight = InFlight()
@@ -215,7 +219,8 @@ class Stepper:
 
     def compiled(self, n: int) -> Any:
         if n not in self._compiled:  # ahead-of-time: a shape change would raise, never recompile
-            self._compiled[n] = compile_hot(self._build(n), *self._example)
+            name = f"train|{n}|{self._name}" if self._name else None
+            self._compiled[n] = compile_hot(self._build(n), *self._example, name=name)
         return self._compiled[n]
 
     def plan(self, pos: int) -> list[int]:

@@ -3,35 +3,29 @@
 The workdir is the resume point. Data order comes from (seed, epoch) and dropout keys from
 (seed, global step), and every checkpoint holds the full state (params, optimizer, the epoch's
 running sums and position, early stopping, history), so a resumed run replays the same
-computation as an uninterrupted one, bit for bit on CPU.
+computation as an uninterrupted one, bit for bit on CPU. One call's setup is run.py's, and what a
+finished run leaves (the returned params, curves.png, result.json, `FitResult`) fit_result.py's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import resource
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jax
 from tqdm.auto import tqdm
 
-from fashion_jax import checkpoint as ckpt
 from fashion_jax import config as config_lib
 from fashion_jax import distributed, plots
 from fashion_jax import early_stopping as es
 from fashion_jax import resume as resume_lib
 from fashion_jax import run as run_lib
-from fashion_jax.background import in_background
 from fashion_jax.batching import padded_order
 from fashion_jax.config import RunOptions, TrainConfig
 from fashion_jax.data import FashionMNIST
 from fashion_jax.evaluate import evaluate
-from fashion_jax.files import atomic_write_json
+from fashion_jax.fit_result import FitResult, draw_curves, final_params, finish
 from fashion_jax.history import write_history
 from fashion_jax.resume import NonFiniteLossError, Progress, TrainingInterrupted
 from fashion_jax.run import Run
@@ -42,35 +36,7 @@ from fashion_jax.steps import (
 )
 from fashion_jax.workdir import WorkdirError, writer_lock
 
-__all__ = ["FitResult", "NonFiniteLossError", "TrainingInterrupted", "WorkdirError", "fit"]
-
-
-@dataclass
-class FitResult:
-    model: str
-    epochs_run: int
-    best_epoch: int | None
-    val_accuracy: float
-    val_loss: float
-    test_accuracy: float | None
-    test_loss: float | None
-    workdir: str
-    seconds: float
-    compile_seconds: float
-    epoch_seconds: list[float]
-    stopped_early: bool
-    peak_rss_mb: float
-    processes: int  # how many processes took part (jax.process_count())
-    devices: int  # the data-parallel mesh size
-    history: list[dict] = field(default_factory=list)
-    params: Any = field(default=None, repr=False)
-
-    def summary(self) -> dict[str, Any]:
-        # not dataclasses.asdict: it would deep-copy the params (one device program per leaf)
-        skip = ("params", "history")
-        return {
-            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip
-        }
+__all__ = ["NonFiniteLossError", "TrainingInterrupted", "WorkdirError", "fit"]
 
 
 def fit(
@@ -113,13 +79,13 @@ def fit(
                     tqdm.write(_format_row(row, run.epoch_seconds[-1]))
                 if should_stop() and progress.unfinished(config.epochs):
                     _interrupted(run, progress.epoch - 1)
-            curves = _draw_curves(run, progress)  # drawn while the saves finish
-            params, val = _final_params(run, state, progress)
+            curves = draw_curves(run, progress)  # drawn while the saves finish
+            params, val = final_params(run, state, progress)
         finally:
             run.close()
         if val is None:
             val = evaluate(run.eval_step, params, *run.val, config.eval_batch_size)
-        return _finish(run, params, val, progress, curves, compile_seconds, t_start)
+        return finish(run, params, val, progress, curves, compile_seconds, t_start)
 
 
 def _train_epoch(
@@ -194,26 +160,6 @@ def _record_epoch(
     return sums
 
 
-def _final_params(run: Run, state: TrainState, progress: Progress) -> tuple[Any, dict | None]:
-    """The params fit returns (the best epoch's with restore_best) and their val metrics if
-    known."""
-    run.checkpoints.wait()
-    # The last epoch's params already have their val row; only older best params need a new eval.
-    params = state.params
-    val = (
-        {"loss": progress.history[-1]["val_loss"], "accuracy": progress.history[-1]["val_accuracy"]}
-        if progress.history
-        else None
-    )
-    if run.rule.restore_best and progress.stop.best_epoch != len(progress.history) - 1:
-        best = run.checkpoints.restore_best(state.params)
-        if best is not None:
-            params, val = best[0], None
-    if run.options.checkpoints == "end":
-        _save_params(run.workdir, params, progress, run.rule)
-    return params, val
-
-
 def _interrupted(run: Run, epoch: int) -> None:
     run.checkpoints.wait()  # the stop is only safe once the state is on disk
     resumable = run.options.checkpoints == "epoch"
@@ -227,78 +173,8 @@ def _interrupted(run: Run, epoch: int) -> None:
     raise err
 
 
-def _save_params(workdir: Path, params: Any, progress: Progress, rule: es.StopRule) -> None:
-    """checkpoints="end": the returned params go to best/, where evaluate, predict and load_model
-    look."""
-    best = progress.stop.best_epoch
-    epoch = best + 1 if rule.restore_best and best >= 0 else len(progress.history)
-    if epoch < 1:
-        return
-    final = ckpt.RunCheckpoints(workdir)
-    try:
-        final.save_best(
-            epoch, params, {"epoch": epoch, rule.monitor: progress.history[epoch - 1][rule.monitor]}
-        )
-        final.wait()
-    finally:
-        final.close()
-
-
-def _draw_curves(run: Run, progress: Progress) -> Future | None:
-    """curves.png on a helper thread (the leader's): what follows mostly waits or runs in XLA."""
-    if not (progress.history and distributed.is_leader()):
-        return None
-    path, title = run.workdir / "curves.png", run.config.model.name
-    return in_background(plots.plot_history, list(progress.history), path, title)
-
-
 def _format_row(row: dict, seconds: float) -> str:
     return (
         f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
         f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}  {seconds:.1f}s"
     )
-
-
-def _finish(
-    run: Run,
-    params: Any,
-    val: dict,
-    progress: Progress,
-    curves: Future | None,
-    compile_seconds: float,
-    t_start: float,
-) -> FitResult:
-    """Test metrics and result.json (atomically) from the params fit returns, once curves.png is
-    written."""
-    config, test = run.config, None
-    if run.test is not None:
-        test = evaluate(run.eval_step, params, *run.test, config.eval_batch_size)
-    stop, leader = progress.stop, distributed.is_leader()
-    if curves is not None:
-        curves.result()  # its errors are fit's
-    result = FitResult(
-        model=config.model.name,
-        epochs_run=len(progress.history),
-        best_epoch=stop.best_epoch + 1 if stop.best_epoch >= 0 else None,
-        val_accuracy=val["accuracy"],
-        val_loss=val["loss"],
-        test_accuracy=test["accuracy"] if test else None,
-        test_loss=test["loss"] if test else None,
-        workdir=str(run.workdir),
-        seconds=time.perf_counter() - t_start,
-        compile_seconds=compile_seconds,
-        epoch_seconds=run.epoch_seconds,
-        stopped_early=stop.should_stop,
-        peak_rss_mb=peak_rss_mb(),
-        processes=jax.process_count(),
-        devices=run.place.num_devices,
-        history=progress.history,
-        params=params,
-    )
-    if leader:
-        atomic_write_json(run.workdir / "result.json", result.summary())
-    return result
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 
 from fashion_jax import checkpoint as ckpt
 from fashion_jax import config as config_lib
-from fashion_jax import distributed
+from fashion_jax import config_json, distributed
 from fashion_jax.config import TrainConfig
 
 # What --overwrite deletes: these files and folders; nothing else in a workdir is touched.
@@ -142,7 +142,7 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
                 for name in RUN_FILES:
                     (workdir / name).unlink(missing_ok=True)
             workdir.mkdir(parents=True, exist_ok=True)
-            config_lib.save_json(config, workdir / "config.json")
+            config_json.save_json(config, workdir / "config.json")
     except OSError as err:
         raise WorkdirError(f"{workdir}: cannot write ({err.strerror or err})") from None
     finally:
@@ -152,7 +152,7 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
 def _check_ours(workdir: Path) -> None:
     """--overwrite deletes checkpoints/ and best/; only when config.json proves they are ours."""
     try:
-        config_lib.load_json(workdir / "config.json")
+        config_json.load_json(workdir / "config.json")
     except config_lib.ConfigError as err:
         raise WorkdirError(
             f"{workdir}: not a fashion_jax workdir ({err}); refusing to delete anything in it"
@@ -174,13 +174,13 @@ def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
                 f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir"
             )
         return
-    saved = config_lib.load_json(path)
+    saved = config_json.load_json(path)
     if saved.model != config.model:
         raise ckpt.CheckpointMismatch(
             f"{workdir} holds a {saved.model.name!r} run with another architecture; "
             "use another --workdir or --overwrite"
         )
-    old, new = config_lib.to_dict(saved), config_lib.to_dict(config)
+    old, new = config_json.to_dict(saved), config_json.to_dict(config)
     changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
     if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
         changed.append("epochs (the cosine schedule spans all epochs)")

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 
+from fashion_jax import program_cache
 from fashion_jax.data import (
     FILES,
     SYSTEM_DIR,
@@ -35,6 +36,16 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_program_cache_after_a_test():
+    """A CLI test run in this process turns program_cache.py on; the next test may patch what a
+    program computes (a poisoned loss), which its name cannot see, so every test starts with it
+    off."""
+    program_cache.use_folder(None)
+    yield
+    program_cache.use_folder(None)
 
 
 def require_real_data(system_dir_only: bool = False) -> None:

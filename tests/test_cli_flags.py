@@ -1,4 +1,5 @@
-"""cli_flags: flags generated from the config dataclasses, one per field, each explained."""
+"""cli_flags and config_flags: flags generated from the config dataclasses, one per field, each
+explained."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import sys
 import pytest
 
 from fashion_jax import config as config_lib
-from fashion_jax.cli_flags import CliError, build_parser, dest, given
+from fashion_jax.cli_flags import CliError, build_parser
 from fashion_jax.config import CVOptions, ModelConfig, RunOptions, TrainConfig
+from fashion_jax.config_flags import dest, given
 from fashion_jax.handlers import train_config
 
 

@@ -10,6 +10,7 @@ import re
 import pytest
 
 from fashion_jax import config as config_lib
+from fashion_jax import config_json
 from fashion_jax.config import (
     DEFAULT_LEARNING_RATES,
     MODEL_DEFAULTS,
@@ -45,7 +46,7 @@ def test_the_chapter_preset_is_the_chapters_final_setup():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_is_valid_and_holds_exactly_its_entries(name):
     cfg = config_lib.validate(preset(name))
-    flat = {**config_lib.to_dict(cfg), "model": cfg.model.name}
+    flat = {**config_json.to_dict(cfg), "model": cfg.model.name}
     for key, value in PRESETS[name].items():
         assert flat[key] == value, key
     untouched = {f.name for f in dataclasses.fields(TrainConfig)} - set(PRESETS[name]) - {"model"}
@@ -121,17 +122,17 @@ def test_validate_refuses_each_bad_value_in_one_line(change, match):
 
 def test_json_round_trip_and_foreign_json(tmp_path):
     cfg = preset("fast", seed=3)
-    config_lib.save_json(cfg, tmp_path / "config.json")
-    assert config_lib.load_json(tmp_path / "config.json") == cfg
+    config_json.save_json(cfg, tmp_path / "config.json")
+    assert config_json.load_json(tmp_path / "config.json") == cfg
     assert not (tmp_path / "config.json.tmp").exists()
     (tmp_path / "other.json").write_text('{"model": {"name": "cnn"}, "layers": 3}')
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        config_lib.load_json(tmp_path / "other.json")
+        config_json.load_json(tmp_path / "other.json")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        config_lib.load_json(tmp_path / "list.json")
+        config_json.load_json(tmp_path / "list.json")
     with pytest.raises(ConfigError, match="no config.json"):
-        config_lib.load_json(tmp_path / "absent.json")
+        config_json.load_json(tmp_path / "absent.json")
 
 
 def test_every_field_has_a_help_sentence():
@@ -161,16 +162,16 @@ def test_every_field_has_a_help_sentence():
     ],
 )
 def test_a_hand_edited_config_is_refused_in_one_line_naming_the_key(tmp_path, edit, message):
-    raw = config_lib.to_dict(preset("chapter"))
+    raw = config_json.to_dict(preset("chapter"))
     edit(raw)
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
-        config_lib.load_json(tmp_path / "config.json")
+        config_json.load_json(tmp_path / "config.json")
     assert "\n" not in str(err.value)
 
 
 def test_whole_numbers_are_fine_for_float_settings(tmp_path):
-    raw = config_lib.to_dict(preset("fast"))
+    raw = config_json.to_dict(preset("fast"))
     raw["learning_rate"], raw["min_delta"] = 1, 0
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert config_lib.load_json(tmp_path / "config.json") == preset("fast", learning_rate=1.0)
+    assert config_json.load_json(tmp_path / "config.json") == preset("fast", learning_rate=1.0)

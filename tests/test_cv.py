@@ -132,6 +132,27 @@ def test_any_model(real_train, name):
     )
 
 
+def test_every_train_call_of_cv_goes_through_the_in_flight_bound(monkeypatch):
+    added: list[int] = []
+    real_add = steps.InFlight.add
+    monkeypatch.setattr(steps.InFlight, "add", lambda self, m: (added.append(1), real_add(self, m)))
+    dispatched: list[int] = []
+    real_compile = cv._compile_training
+
+    def counting_compile(*args):
+        state, sums, perms, train_step, eval_shape = real_compile(*args)
+        counted = lambda *a: (dispatched.append(1), train_step(*a))[1]  # noqa: E731
+        return state, sums, perms, counted, eval_shape
+
+    monkeypatch.setattr(cv, "_compile_training", counting_compile)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 60).astype(np.uint8)
+    cv.cross_validate(cv.cv_config("logreg", batch_size=8, epochs=2), images, labels, 3)
+    # 40 training rows per fold in batches of 8: 5 calls per epoch
+    assert len(dispatched) == 2 * 5 and len(added) == len(dispatched)
+
+
 def test_nonfinite_loss_raises(real_train):
     config = cv.cv_config(
         "logreg", optimizer="sgd", learning_rate=1e38, schedule="constant", batch_size=16

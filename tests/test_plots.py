@@ -12,7 +12,7 @@ import pytest
 from matplotlib.image import imread
 from PIL import Image
 
-from fashion_jax import evaluate
+from fashion_jax import evaluate, inspection
 from fashion_jax import plots as viz
 from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data import FashionMNIST
@@ -124,7 +124,7 @@ def test_plot_all_cnn_writes_every_figure(cnn_run, small: FashionMNIST) -> None:
 def test_feature_maps_are_the_activated_conv_outputs(cnn_run) -> None:
     _, model, params = cnn_run
     image = np.arange(784, dtype=np.uint8).reshape(28, 28)
-    maps = viz.feature_maps(model, params, image)
+    maps = inspection.feature_maps(model, params, image)
     assert {k: v.shape for k, v in maps.items()} == {"conv0": (28, 28, 32), "conv1": (14, 14, 64)}
     # conv0 recomputed by hand: the first layer's output after ReLU, on the image scaled by 1/255
     conv0 = nn.Conv(32, (3, 3), padding="SAME").apply(
@@ -134,12 +134,12 @@ def test_feature_maps_are_the_activated_conv_outputs(cnn_run) -> None:
         maps["conv0"], np.maximum(np.asarray(conv0[0]), 0), rtol=1e-5, atol=1e-5
     )
     with pytest.raises(ValueError, match="28, 28"):
-        viz.feature_maps(model, params, image[None])
+        inspection.feature_maps(model, params, image[None])
 
 
 def test_confusion_matrix_agrees_with_evaluate(cnn_run, small: FashionMNIST) -> None:
     _, model, params = cnn_run
-    cm = viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=1000)
+    cm = inspection.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=1000)
     assert cm.shape == (10, 10) and cm.sum() == N_TEST
     np.testing.assert_array_equal(
         cm.sum(axis=1), np.bincount(small.test_y, minlength=10)
@@ -153,11 +153,11 @@ def test_confusion_matrix_agrees_with_evaluate(cnn_run, small: FashionMNIST) -> 
     )
     assert np.trace(cm) / cm.sum() == pytest.approx(evaluated["accuracy"], abs=1e-12)
     np.testing.assert_array_equal(
-        viz.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=500), cm
+        inspection.confusion_matrix(model, params, small.test_x, small.test_y, batch_size=500), cm
     )
     for labels in (np.array([0, 1, 10]), np.array([0, 1])):  # a label out of range, one label short
         with pytest.raises(ValueError, match="one label in 0..9 per image"):
-            viz.confusion_matrix(model, params, small.test_x[:3], labels)
+            inspection.confusion_matrix(model, params, small.test_x[:3], labels)
 
 
 def test_dense_workdir_skips_filters_but_plots_the_rest(
@@ -170,7 +170,7 @@ def test_dense_workdir_skips_filters_but_plots_the_rest(
     _read_png(out["confusion"])
     _read_png(out["curves"])
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["confusion.png", "curves.png"]
-    assert viz.feature_maps(model, params, small.test_x[0]) == {}
+    assert inspection.feature_maps(model, params, small.test_x[0]) == {}
 
 
 @pytest.mark.parametrize("index", [N_TEST, -1])

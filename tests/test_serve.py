@@ -20,9 +20,9 @@ from serve_helpers import photos, png_bytes, saved_model, small_cnn, start_serve
 from test_cli import odd_workdir, run_main
 
 from fashion_jax import serve
+from fashion_jax.inspection import feature_maps
 from fashion_jax.model_io import load_model
 from fashion_jax.model_service import ModelService
-from fashion_jax.plots import feature_maps
 from fashion_jax.preprocess import prepare_bytes
 
 LIMIT_MB = 0.25  # the servers here refuse uploads over 256 KiB

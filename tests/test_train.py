@@ -21,7 +21,8 @@ from fashion_jax import evaluate, model_io, plots
 from fashion_jax import history as history_lib
 from fashion_jax import run as run_lib
 from fashion_jax.checkpoint import CheckpointError
-from fashion_jax.config import RunOptions, TrainConfig, load_json, model_config
+from fashion_jax.config import RunOptions, TrainConfig, model_config
+from fashion_jax.config_json import load_json
 from fashion_jax.data import FashionMNIST
 from fashion_jax.models import build_model
 from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit

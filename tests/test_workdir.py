@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from fashion_jax import config as config_lib
+from fashion_jax import config_json
 from fashion_jax.checkpoint import CheckpointError, CheckpointMismatch
 from fashion_jax.config import TrainConfig, model_config
 from fashion_jax.workdir import RESUMABLE_CHANGES, WorkdirError, WorkdirLock, check_workdir_config
@@ -35,7 +35,7 @@ OTHER = {
 
 
 def workdir_of(tmp_path, config: TrainConfig):
-    config_lib.save_json(config, tmp_path / "config.json")
+    config_json.save_json(config, tmp_path / "config.json")
     return tmp_path
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from fashion_jax import config as config_lib
-from fashion_jax.cli_flags import CONFIG_CLASSES, CliError, given
+from fashion_jax.cli_flags import CliError
+from fashion_jax.config_flags import CONFIG_CLASSES, given
 from fashion_jax.data import FashionMNIST, load_dataset
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from fashion_jax.cli_flags import CliError, given
+from fashion_jax.cli_flags import CliError
 from fashion_jax.config import CVOptions
+from fashion_jax.config_flags import given
 from fashion_jax.cv import cross_validate
 from fashion_jax.data import load_split
 from fashion_jax.handlers import train_config

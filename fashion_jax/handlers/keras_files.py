@@ -13,8 +13,9 @@ from fashion_jax import config as config_lib
 from fashion_jax import early_stopping as es
 from fashion_jax import keras_h5, keras_io
 from fashion_jax.checkpoint import RunCheckpoints
-from fashion_jax.cli_flags import CliError, dest, flag_fields, given
+from fashion_jax.cli_flags import CliError
 from fashion_jax.config import ModelConfig, TrainConfig
+from fashion_jax.config_flags import dest, flag_fields, given
 from fashion_jax.files import atomic_write_with
 from fashion_jax.model_io import load_model
 from fashion_jax.optim import make_optimizer

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from fashion_jax import distributed
-from fashion_jax.cli_flags import given
 from fashion_jax.config import RunOptions
+from fashion_jax.config_flags import given
 from fashion_jax.handlers import load_data, train_config
 from fashion_jax.run import check_options
 from fashion_jax.train import TrainingInterrupted, fit

@@ -1,0 +1,115 @@
+"""program_cache.py: named programs are stored once, read back untraced, and a bad entry costs a
+compile, never a run."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fashion_jax import program_cache
+from fashion_jax.compile import compile_hot
+
+
+@pytest.fixture
+def folder(tmp_path):
+    program_cache.use_folder(tmp_path / "programs")
+    yield tmp_path / "programs"
+    program_cache.use_folder(None)
+
+
+class Traced:
+    """A new function object per call (JAX caches traces per object), counting the traces."""
+
+    def __init__(self):
+        self.traces = 0
+
+    def jit(self):
+        def fn(x, y):
+            self.traces += 1  # runs only when JAX traces fn
+            return jnp.tanh(x) @ y + 0.125
+
+        return jax.jit(fn)
+
+
+def entries(folder) -> list:
+    return sorted(folder.glob("*.program")) if folder.exists() else []
+
+
+def test_a_named_program_is_read_back_without_tracing_and_computes_the_same(folder):
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda event, **_: hits.append(1) if event == program_cache.HIT_EVENT else None
+    )
+    x, y = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4), np.ones((4, 2), np.float32)
+    f = Traced()
+    # a shape no other test compiles, so JAX's own cache cannot hand back a stored copy
+    first = compile_hot(f.jit(), x, y, name="test|tanh-matmul|a")
+    assert f.traces == 1 and len(entries(folder)) == 1 and not hits
+    again = compile_hot(f.jit(), x, y, name="test|tanh-matmul|a")
+    assert f.traces == 1 and len(hits) == 1  # not traced again
+    np.testing.assert_array_equal(np.asarray(again(x, y)), np.asarray(first(x, y)))
+
+
+def test_another_name_shape_dtype_or_option_is_another_entry(folder):
+    x, y = np.zeros((5, 4), np.float32), np.zeros((4, 2), np.float32)
+    entry = program_cache._entry
+    paths = {
+        entry("test|b", (x, y), {}),
+        entry("test|c", (x, y), {}),
+        entry("test|b", (np.zeros((6, 4), np.float32), y), {}),
+        entry("test|b", (x.astype(np.float16), y), {}),
+        entry("test|b", ((x, y),), {}),  # another tree of the same leaves
+        entry("test|b", (x, y), {"xla_backend_optimization_level": 0}),
+    }
+    assert len(paths) == 6 and all(p.parent == folder for p in paths)
+    assert entry("test|b", (x.copy(), y.copy()), {}) in paths  # the same again: the same entry
+    assert entry(None, (x, y), {}) is None  # unnamed: not kept
+
+
+def test_unnamed_programs_and_a_cache_turned_off_store_nothing(folder, tmp_path):
+    f = Traced()
+    x, y = np.zeros((7, 4), np.float32), np.zeros((4, 2), np.float32)
+    compile_hot(f.jit(), x, y)
+    assert entries(folder) == []
+    program_cache.use_folder(None)
+    compile_hot(f.jit(), x, y, name="test|off")
+    compile_hot(f.jit(), x, y, name="test|off")
+    assert entries(folder) == [] and f.traces == 3
+
+
+def test_a_copy_jax_read_from_its_own_cache_is_not_stored(folder, monkeypatch):
+    # Re-serialized, such a copy fails to run ("Function ... not found"): only XLA's own build is
+    # kept. Here JAX's cache "answers" the compile: its hit event fires during it.
+    f = Traced()
+    x, y = np.zeros((9, 4), np.float32), np.zeros((4, 2), np.float32)
+    real = jax.stages.Lowered.compile
+
+    def answered_by_jax_cache(self, *args, **kwargs):
+        jax.monitoring.record_event("/jax/compilation_cache/cache_hits")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(jax.stages.Lowered, "compile", answered_by_jax_cache)
+    compile_hot(f.jit(), x, y, name="test|from-jax-cache")
+    assert entries(folder) == []
+
+
+def test_a_damaged_entry_is_one_warning_then_a_compile_and_never_read_again(folder, caplog):
+    f = Traced()
+    x, y = np.ones((11, 4), np.float32), np.ones((4, 2), np.float32)
+    good = np.asarray(compile_hot(f.jit(), x, y, name="test|damaged")(x, y))
+    (entry,) = entries(folder)
+    intact = entry.read_bytes()
+    program_cache._state["warned"] = False
+    with caplog.at_level(logging.WARNING, logger="fashion_jax"):
+        for damage in (b"not a pickle", intact[:100]):
+            entry.write_bytes(damage)
+            mended = compile_hot(f.jit(), x, y, name="test|damaged")
+            np.testing.assert_array_equal(np.asarray(mended(x, y)), good)
+            # stored anew when XLA compiled it; removed when JAX's own cache answered instead
+            assert not entry.exists() or entry.read_bytes() != damage
+    said = [r.getMessage() for r in caplog.records if "compilation cache" in r.getMessage()]
+    assert said == ["compilation cache: an entry could not be read; compiling it again"]
