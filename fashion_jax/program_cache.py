@@ -31,6 +31,11 @@ from typing import Any
 import jax
 from jax.experimental import serialize_executable
 
+try:  # JAX's hook for additions to its cache keys (see _salt_jax_cache_keys)
+    from jax._src import cache_key as _jax_cache_key
+except ImportError:  # a JAX that moved it: its keys stay as they are
+    _jax_cache_key = None
+
 from fashion_jax.files import atomic_write_with
 
 log = logging.getLogger("fashion_jax")
@@ -50,6 +55,21 @@ jax.monitoring.register_event_listener(_count_jax_cache_hit)
 def use_folder(folder: Path | None) -> None:
     """Keep programs in `folder` (None: off); set by compile.enable_persistent_cache."""
     _state["folder"] = folder
+    if folder is not None:
+        _salt_jax_cache_keys()
+
+
+def _salt_jax_cache_keys() -> None:
+    """Add this package's source digest to JAX's own cache keys, through the hook JAX keeps for
+    additions to them (jax._src.cache_key.custom_hook).
+
+    Why: only an executable XLA has just built can be stored here (see compiled_or_cached), so
+    after the package changes, a program JAX still finds in its cache under the old key would
+    never be stored under the new one. With the digest in both keys, both miss together once.
+    A JAX without the hook keeps its keys, and this cache then fills only on JAX's misses.
+    """
+    if hasattr(_jax_cache_key, "custom_hook"):
+        _jax_cache_key.custom_hook = _source_digest
 
 
 def compiled_or_cached(

@@ -113,3 +113,12 @@ def test_a_damaged_entry_is_one_warning_then_a_compile_and_never_read_again(fold
             assert not entry.exists() or entry.read_bytes() != damage
     said = [r.getMessage() for r in caplog.records if "compilation cache" in r.getMessage()]
     assert said == ["compilation cache: an entry could not be read; compiling it again"]
+
+
+def test_jax_cache_keys_carry_the_package_source_once_the_cache_is_on(folder):
+    # so that after a change of the package JAX's cache misses with this one, and the fresh
+    # build it compiles can be stored here (a copy JAX read back cannot)
+    from jax._src import cache_key
+
+    assert cache_key.custom_hook() == program_cache._source_digest()
+    assert len(program_cache._source_digest()) == 64
