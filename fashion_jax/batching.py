@@ -11,7 +11,6 @@ import functools
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fashion_jax.compile import compile_hot
@@ -92,11 +91,13 @@ def permutation_fn(n: int) -> Callable:
 
 @functools.lru_cache(maxsize=32)
 def _compiled_permutation(n: int):
-    zero = jnp.zeros((), jnp.int32)
+    # NumPy scalars, here and in each call: a first eager jnp op would load JAX's lowering
+    # machinery (~0.15 s), which a process whose programs all come from the cache never needs.
+    zero = np.zeros((), np.int32)
     # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
     # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
     return compile_hot(jax.jit(permutation_fn(n)), zero, zero, name=f"permutation|{n}")
 
 
 def _permutation(seed: int, epoch: int, n: int):
-    return _compiled_permutation(n)(jnp.int32(seed), jnp.int32(epoch))
+    return _compiled_permutation(n)(np.int32(seed), np.int32(epoch))

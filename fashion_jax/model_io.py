@@ -15,7 +15,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+import numpy as np
 
 from fashion_jax import config_json, params_file
 from fashion_jax.config import TrainConfig
@@ -44,7 +44,7 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     model = build_model(config.model)
     source = _newest_params_folder(path)
     if source is not None:
-        shapes = jax.eval_shape(init_fn(model), jnp.int32(config.seed))  # traced, not compiled
+        shapes = jax.eval_shape(init_fn(model), np.int32(config.seed))  # traced, not compiled
         copied = params_file.read(path, source, shapes)
         if copied is not None:
             return config, model, jax.device_put(copied)
