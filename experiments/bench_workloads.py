@@ -102,12 +102,19 @@ def _parse_process(res: dict, wall: float) -> dict:
     accuracy = next(
         (res[k] for k in ("val_accuracy", "mean_accuracy", "accuracy") if k in res), None
     )
-    hits, misses = stats.get("cache_hits"), stats.get("cache_misses")
+    hits, misses, programs = (stats.get(k) for k in ("cache_hits", "cache_misses", "program_hits"))
+    note = None if hits is None else f"JAX cache: {hits} hits, {misses} misses"
+    if programs is not None:  # a --baseline export from before program_cache.py has none
+        note += f"; {programs} programs read back untraced"
+    traced = _float_or_none(stats.get("trace_seconds")) or 0.0
+    compiled = _float_or_none(stats.get("compile_seconds"))
     return {
         "seconds": wall,
-        "compile_seconds": _float_or_none(stats.get("compile_seconds")),
+        # what the process spent getting its programs: tracing and lowering, then XLA's compile
+        # or a cache read
+        "compile_seconds": None if compiled is None else compiled + traced,
         "accuracy": _float_or_none(accuracy),
-        "note": None if hits is None else f"cache: {hits} hits, {misses} misses",
+        "note": note,
     }
 
 

@@ -5,9 +5,12 @@
 The benchmark's cold/warm-cache rows run each command through this wrapper: JAX reports every
 compile through jax.monitoring, whichever command ran it and whichever fashion_jax version (a
 --baseline export too), so the compile time of evaluate and predict, which print none, is known.
-  compile_seconds  the backend compiles: XLA's compile, or on a cache hit the cache read
-  trace_seconds    tracing and lowering to StableHLO (a cache hit still pays these)
-  cache_hits, cache_misses  persistent compilation cache lookups
+  compile_seconds  the backend compiles: XLA's compile, or on a cache hit the cache read, and
+                   the reads of fashion_jax's own program cache (program_cache.py)
+  trace_seconds    tracing and lowering to StableHLO (a JAX cache hit still pays these; a
+                   program read back by program_cache.py does not)
+  cache_hits, cache_misses  persistent compilation cache lookups (JAX's)
+  program_hits     programs read back by program_cache.py, untraced
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ DURATIONS = {
     "/jax/core/compile/backend_compile_duration": "compile_seconds",
     "/jax/core/compile/jaxpr_trace_duration": "trace_seconds",
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "trace_seconds",
+    "/fashion_jax/program_cache/load_duration": "compile_seconds",
 }
 EVENTS = {
     "/jax/compilation_cache/cache_hits": "cache_hits",
     "/jax/compilation_cache/cache_misses": "cache_misses",
+    "/fashion_jax/program_cache/hits": "program_hits",
 }
 
 

@@ -24,6 +24,7 @@ import logging
 import pickle
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from fashion_jax.files import atomic_write_with
 
 log = logging.getLogger("fashion_jax")
 HIT_EVENT = "/fashion_jax/program_cache/hits"  # jax.monitoring event, counted by tests and bench
+LOAD_DURATION = "/fashion_jax/program_cache/load_duration"  # seconds reading a program back
 _state: dict[str, Any] = {"folder": None, "warned": False}
 _compiles = threading.local()  # JAX cache hits seen by this thread's compiles
 
@@ -79,9 +81,11 @@ def compiled_or_cached(
     path = _entry(name, example_args, options)
     if path is None:
         return compile_now()
+    start = time.perf_counter()
     program = _load(path)
     if program is not None:
         jax.monitoring.record_event(HIT_EVENT)
+        jax.monitoring.record_event_duration_secs(LOAD_DURATION, time.perf_counter() - start)
         return program
     hits_before = getattr(_compiles, "jax_hits", 0)
     program = compile_now()

@@ -157,15 +157,21 @@ def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold() 
     parsed = _parse_process(
         {
             "accuracy": 0.8,
-            "bench_stats": {"compile_seconds": 1.5, "cache_hits": 0, "cache_misses": 4},
+            "bench_stats": {
+                "compile_seconds": 1.5,
+                "trace_seconds": 0.25,
+                "cache_hits": 0,
+                "cache_misses": 4,
+                "program_hits": 2,
+            },
         },
         7.0,
     )
     assert parsed == {
         "seconds": 7.0,
-        "compile_seconds": 1.5,
+        "compile_seconds": 1.75,  # tracing and lowering count: a warm start still pays them
         "accuracy": 0.8,
-        "note": "cache: 0 hits, 4 misses",
+        "note": "JAX cache: 0 hits, 4 misses; 2 programs read back untraced",
     }
     by_name = {w.name: w for w in WORKLOADS}
 
@@ -233,7 +239,11 @@ def test_placeholders_name_the_trained_run_and_help_rows_need_no_json(tmp_path: 
     )
     assert rows[0].problem is None and rows[0].median is not None
     run = rows[1].runs[0]
-    assert (run.compile_seconds, run.accuracy, run.note) == (0.25, 0.5, "cache: 3 hits, 0 misses")
+    assert (run.compile_seconds, run.accuracy, run.note) == (
+        0.25,
+        0.5,
+        "JAX cache: 3 hits, 0 misses",
+    )
 
 
 def test_cli_stats_writes_the_compile_stats_and_keeps_the_exit_status(tmp_path: Path) -> None:
@@ -247,4 +257,10 @@ def test_cli_stats_writes_the_compile_stats_and_keeps_the_exit_status(tmp_path: 
         assert done.returncode == status, done.stderr
         if status == 0:
             stats = json.loads(out.read_text())
-            assert set(stats) == {"compile_seconds", "trace_seconds", "cache_hits", "cache_misses"}
+            assert set(stats) == {
+                "compile_seconds",
+                "trace_seconds",
+                "cache_hits",
+                "cache_misses",
+                "program_hits",
+            }
