@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shlex
@@ -39,7 +40,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench_report import version, write_outputs
-from bench_run import child_env, one_line, run_bench
+from bench_run import child_env, one_line, rows_from_saved, run_bench
 from bench_types import BEFORE_FAST_START, ROOT, Options, Workload
 from bench_workloads import WORKLOADS
 
@@ -170,6 +171,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="GIT_REF",
         help="also run our workloads with the package at this commit, interleaved (before/after)",
     )
+    p.add_argument(
+        "--report-from",
+        type=Path,
+        metavar="BENCH_JSON",
+        help="measure nothing: write the report again from a saved bench.json's runs",
+    )
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -179,6 +186,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     workloads = select(args.only)
+    if args.report_from:
+        saved = json.loads(args.report_from.read_text())
+        with tempfile.TemporaryDirectory(prefix="bench-scratch-") as scratch:
+            workloads = with_fixed_baselines(workloads, Path(scratch) / "fixed")
+        rows = rows_from_saved(saved["runs"], workloads)
+        write_outputs(rows, saved["meta"], args.out, args.json_out or args.report_from)
+        print(f"wrote {args.out} from {args.report_from}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-scratch-") as scratch:
         opts = Options(args.repeats, args.subset, args.timeout, scratch=Path(scratch))
         meta = metadata(opts)

@@ -207,6 +207,21 @@ def _apply_parse(w: Workload, run: Run, wall: float) -> None:
         run.error = one_line(f"bad JSON: {type(e).__name__}: {e}")
 
 
+def rows_from_saved(runs: Sequence[dict], workloads: Sequence[Workload]) -> list[Row]:
+    """Rows of a saved run (bench.json's "runs"), each parsed again by its workload's current
+    parser: a report's wording or targets can change without measuring again."""
+    rows = {w.name: Row(w) for w in workloads}
+    for fields in runs:
+        run = Run(**fields)
+        row = rows.get(run.workload)
+        if row is None:
+            continue
+        if run.error is None and run.skipped is None and run.result and run.wall_seconds:
+            _apply_parse(row.workload, run, run.wall_seconds)
+        row.runs.append(run)
+    return [row for row in rows.values() if row.runs]
+
+
 def run_bench(
     workloads: Sequence[Workload], opts: Options, log: Callable[[str], None] = print
 ) -> list[Row]:

@@ -104,15 +104,14 @@ def _parse_process(res: dict, wall: float) -> dict:
     )
     hits, misses, programs = (stats.get(k) for k in ("cache_hits", "cache_misses", "program_hits"))
     note = None if hits is None else f"JAX cache: {hits} hits, {misses} misses"
-    if programs is not None:  # a --baseline export from before program_cache.py has none
+    if note and programs is not None:  # stats written before program_cache.py have none
         note += f"; {programs} programs read back untraced"
-    traced = _float_or_none(stats.get("trace_seconds")) or 0.0
-    compiled = _float_or_none(stats.get("compile_seconds"))
+    traced = _float_or_none(stats.get("trace_seconds"))
+    if note and traced is not None:  # a start pays this on top, whatever the caches hold
+        note += f"; tracing and lowering {traced:.2f} s"
     return {
         "seconds": wall,
-        # what the process spent getting its programs: tracing and lowering, then XLA's compile
-        # or a cache read
-        "compile_seconds": None if compiled is None else compiled + traced,
+        "compile_seconds": _float_or_none(stats.get("compile_seconds")),
         "accuracy": _float_or_none(accuracy),
         "note": note,
     }

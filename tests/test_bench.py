@@ -22,9 +22,28 @@ BENCH = ROOT / "experiments" / "bench.py"
 sys.path.insert(0, str(ROOT / "experiments"))
 from bench import select  # noqa: E402
 from bench_report import find_peer, ratio, target_cell, write_outputs  # noqa: E402
-from bench_run import _FIXTURES, FixtureError, run_bench, run_env, with_fixture  # noqa: E402
+from bench_run import (  # noqa: E402
+    _FIXTURES,
+    FixtureError,
+    rows_from_saved,
+    run_bench,
+    run_env,
+    with_fixture,
+)
 from bench_types import Options, Row, Run, Workload  # noqa: E402
 from bench_workloads import WORKLOADS, _parse_peer, _parse_peer_whole, _parse_process  # noqa: E402
+
+META = {  # what bench.metadata() records, in short
+    "date": "d",
+    "devices": "cpu",
+    "cpu_count": 2,
+    "platform": "p",
+    "python": "3",
+    "packages": {},
+    "command": "c",
+    "repeats": 2,
+    "subset": None,
+}
 
 TABLE_HEADER = (
     "| workload | implementation | median s | min–max s | compile s | val acc | peak RSS MB |"
@@ -84,19 +103,8 @@ def test_failures_and_skips_become_rows(tmp_path: Path) -> None:
     skip = Workload("torch_cnn", "cnn", "torch", fixed(skip_code), _parse_peer)
     rows = run_bench([crash, silent, skip], Options(repeats=2, timeout=60), log=lambda s: None)
 
-    meta = {
-        "date": "d",
-        "devices": "cpu",
-        "cpu_count": 2,
-        "platform": "p",
-        "python": "3",
-        "packages": {},
-        "command": "c",
-        "repeats": 2,
-        "subset": None,
-    }
     md_path, json_path = tmp_path / "B.md", tmp_path / "out" / "b.json"
-    write_outputs(rows, meta, md_path, json_path)
+    write_outputs(rows, META, md_path, json_path)
     md = md_path.read_text()
     assert "error: exit 1: no cli here" in _rows(md, "ours_cnn")[0]
     assert "error: no JSON object" in _rows(md, "keras_cnn")[0]
@@ -169,9 +177,10 @@ def test_process_rows_read_the_compile_stats_and_warm_is_checked_against_cold() 
     )
     assert parsed == {
         "seconds": 7.0,
-        "compile_seconds": 1.75,  # tracing and lowering count: a warm start still pays them
+        "compile_seconds": 1.5,
         "accuracy": 0.8,
-        "note": "JAX cache: 0 hits, 4 misses; 2 programs read back untraced",
+        "note": "JAX cache: 0 hits, 4 misses; 2 programs read back untraced; "
+        "tracing and lowering 0.25 s",
     }
     by_name = {w.name: w for w in WORKLOADS}
 
@@ -264,3 +273,22 @@ def test_cli_stats_writes_the_compile_stats_and_keeps_the_exit_status(tmp_path: 
                 "cache_misses",
                 "program_hits",
             }
+
+
+def test_a_saved_run_is_reported_again_with_the_current_parsers(tmp_path) -> None:
+    by_name = {w.name: w for w in WORKLOADS}
+    stats = {"compile_seconds": 0.02, "trace_seconds": 0.1, "cache_hits": 1, "cache_misses": 0}
+    run = Run("warm_predict", 0, ["x"], returncode=0, wall_seconds=2.5)
+    run.result = {"bench_stats": {**stats, "program_hits": 1}}
+    failed = Run("warm_predict", 1, ["x"], returncode=1, wall_seconds=0.1, error="exit 1: boom")
+    json_path = tmp_path / "bench.json"
+    write_outputs([Row(by_name["warm_predict"], [run, failed])], META, tmp_path / "B.md", json_path)
+    saved = json.loads(json_path.read_text())["runs"]
+    saved[0]["note"] = "stale wording"  # what an older parser wrote: parsed again, not kept
+    (row,) = rows_from_saved(saved, WORKLOADS)
+    assert [r.repeat for r in row.runs] == [0, 1] and row.runs[1].error == "exit 1: boom"
+    assert (row.median, row.runs[0].compile_seconds) == (2.5, 0.02)
+    assert row.runs[0].note == (
+        "JAX cache: 1 hits, 0 misses; 1 programs read back untraced; tracing and lowering 0.10 s"
+    )
+    assert rows_from_saved(saved, [by_name["ours_cnn"]]) == []  # rows not asked for are left out
