@@ -12,6 +12,8 @@ import pytest
 
 from fashion_jax import program_cache
 from fashion_jax.compile import compile_hot
+from fashion_jax.config import RunOptions, preset
+from fashion_jax.train import fit
 
 
 @pytest.fixture
@@ -122,3 +124,35 @@ def test_jax_cache_keys_carry_the_package_source_once_the_cache_is_on(folder):
 
     assert cache_key.custom_hook() == program_cache._source_digest()
     assert len(program_cache._source_digest()) == 64
+
+
+def test_a_fit_from_read_back_programs_equals_one_from_fresh_compiles(folder, small_data, tmp_path):
+    hits = []
+    jax.monitoring.register_event_listener(
+        lambda event, **_: hits.append(1) if event == program_cache.HIT_EVENT else None
+    )
+    # a learning rate no other test uses: programs of its own, built here, not by JAX's cache
+    config = preset(None, model="mlp", hidden=24, epochs=2, batch_size=64, learning_rate=0.00123)
+    results = []
+    for run in range(2):
+        results.append(fit(config, small_data, tmp_path / f"run{run}", RunOptions(quiet=True)))
+        if run == 0:
+            stored, hits_first = len(entries(folder)), len(hits)
+    assert stored >= 3 and hits_first == 0  # train, eval (val and test splits), epoch order, ...
+    # the second fit read its programs back (those this process had not kept in memory already:
+    # the epoch order and the finite check are) and built none anew
+    assert len(hits) - hits_first >= 3 and len(entries(folder)) == stored
+    program_cache.use_folder(None)
+    results.append(fit(config, small_data, tmp_path / "run-off", RunOptions(quiet=True)))
+    first, again, off = (jax.tree.leaves(r.params) for r in results)
+    for a, b, c in zip(first, again, off):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+    assert results[0].history == results[1].history == results[2].history
+
+
+def test_another_package_source_is_another_entry(folder, monkeypatch):
+    x = np.zeros((3, 4), np.float32)
+    before = program_cache._entry("test|src", (x,), {})
+    monkeypatch.setattr(program_cache, "_source_digest", lambda: "another source")
+    assert program_cache._entry("test|src", (x,), {}) != before
