@@ -66,6 +66,14 @@ def compile_hot(jitted: Any, *example_args: Any, name: str | None = None) -> Any
     )
 
 
+def compile_default(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
+    """A `jax.jit`-wrapped function compiled ahead of time with XLA's default options; with a
+    `name` that says what it computes, kept in program_cache.py."""
+    return program_cache.compiled_or_cached(
+        name, example_args, {}, lambda: jitted.lower(*example_args).compile()
+    )
+
+
 def _compile(lowered: Any, options: dict[str, Any]) -> Any:
     if options:
         try:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from fashion_jax import config as config_lib
 from fashion_jax import steps
 from fashion_jax.batching import EpochOrders, permutation_fn
-from fashion_jax.compile import compile_one_shot
+from fashion_jax.compile import compile_default, compile_one_shot
 from fashion_jax.config import ModelConfig, TrainConfig
 from fashion_jax.cv_folds import Folds, fold_eval, fold_step, pad_rows, prepare_folds
 from fashion_jax.models import build_model, init_fn
@@ -97,11 +97,10 @@ def cross_validate(
         # submitted only now: on 2 cores, compiling it alongside the programs needed first delayed
         # them
         eval_c = pool.submit(
-            lambda: (
-                jax.jit(fold_eval(model, f.eval_batch))
-                .lower(eval_shape, f.held, f.n_held_d, jnp.int32(0), f.images, f.labels)
-                .compile()
-            )
+            compile_default,
+            jax.jit(fold_eval(model, f.eval_batch)),
+            *(eval_shape, f.held, f.n_held_d, np.int32(0), f.images, f.labels),
+            name=f"cv-eval|{f.eval_batch}|{config.model!r}",
         )
         for orders in later.values():
             orders.prefetch(
@@ -134,10 +133,6 @@ def _compile_training(
     # Every fold gets the same seed (sklearn's fixed random_state); vmapping gives the fold axis.
     seeds = np.full((folds,), config.seed, np.int32)
     init = jax.vmap(lambda s: steps.create_train_state(init_fn(model)(s), tx))
-    state_shape = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=f.by_fold),
-        jax.eval_shape(init, seeds),
-    )
     sums = f.fresh_sums()
     order_shape = jax.ShapeDtypeStruct((folds, f.order_len), jnp.int32, sharding=f.by_fold)
 
@@ -148,15 +143,23 @@ def _compile_training(
         # program.
         return init(seeds), [permutation_fn(n)(seed, jnp.int32(0)) for n in sizes]
 
-    init_c = pool.submit(compile_one_shot, init_and_first_orders, seeds, np.int32(config.seed))
-    step_c = pool.submit(
-        lambda: (
-            jax.jit(fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1))
-            .lower(state_shape, sums, order_shape, f.images, f.labels)
-            .compile()
-        )
+    # Named (the optimizer's schedule depends on the steps; the orders on the fold sizes), so a
+    # warm start reads the programs back untraced, and the init's output shapes stand in for a
+    # trace of it.
+    name = f"cv|{folds}|{sizes}|{f.steps_per_epoch}|{config!r}"
+    init_c = compile_one_shot(
+        init_and_first_orders, seeds, np.int32(config.seed), name=f"{name}|init"
     )
-    state, first = init_c.result()(seeds, np.int32(config.seed))
+    state_shape = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=f.by_fold), init_c.out_info[0]
+    )
+    step_c = pool.submit(
+        compile_default,
+        jax.jit(fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1)),
+        *(state_shape, sums, order_shape, f.images, f.labels),
+        name=f"{name}|step",
+    )
+    state, first = init_c(seeds, np.int32(config.seed))
     state, perms = jax.device_put(state, f.by_fold), dict(zip(sizes, jax.device_get(first)))
     return state, sums, perms, step_c.result(), state_shape.params
 
@@ -200,7 +203,7 @@ def _score(f: Folds, eval_step: Any, params: Any, **timings: float) -> CVResult:
     """Each fold's loss and accuracy on its held-out rows."""
     sums = jax.device_get(
         [
-            eval_step(params, f.held, f.n_held_d, jnp.int32(s), f.images, f.labels)
+            eval_step(params, f.held, f.n_held_d, np.int32(s), f.images, f.labels)
             for s in range(0, f.held_len, f.eval_batch)
         ]
     )
