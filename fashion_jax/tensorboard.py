@@ -12,6 +12,7 @@ twice, and the epochs before it stay as they were.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -48,6 +49,8 @@ class EpochBoard:
         from tensorboardX import SummaryWriter
 
         self.rate = schedule(config, config.epochs * steps_per_epoch)
+        if first_epoch:
+            _wait_to_be_read_last(Path(workdir) / FOLDER)
         self.writer = SummaryWriter(str(Path(workdir) / FOLDER), purge_step=first_epoch + 1)
 
     def write(self, row: Mapping[str, float], steps_done: int) -> None:
@@ -60,3 +63,16 @@ class EpochBoard:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def _wait_to_be_read_last(folder: Path) -> None:
+    """Start the resumed run's event file in a later second than every file already there.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with the second it
+    was created in: a resume within a second of the killed run's last file would sort first, and
+    the purge it records would not reach that file's orphaned epochs. Waits at most a second.
+    """
+    stamps = [p.name.split(".")[3] for p in folder.glob("events.out.tfevents.*")]
+    newest = max((int(s) for s in stamps if s.isdigit()), default=None)
+    if newest is not None and 0 < newest + 1 - time.time() <= 1.0:
+        time.sleep(newest + 1 - time.time())

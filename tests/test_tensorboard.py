@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -118,3 +119,20 @@ def test_only_the_leader_opens_a_writer(monkeypatch, tmp_path):
     board.close()
     assert (tmp_path / "tensorboard").is_dir()
     assert run_lib.open_board(SimpleNamespace(**{**vars(run), "options": RunOptions()}), 0) is None
+
+
+def test_a_resumed_writer_starts_in_a_later_second_than_every_event_file(tmp_path):
+    # TensorBoard reads event files in name order and a name starts with its second: a resume
+    # within the killed run's last second would otherwise sort first and escape its own purge.
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.host.orphan").write_bytes(b"")
+    (tmp_path / "events.out.tfevents.not-a-stamp.host").write_bytes(b"")
+    tensorboard._wait_to_be_read_last(tmp_path)
+    assert time.time() >= now + 1
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / f"events.out.tfevents.{now - 100}.host").write_bytes(b"")
+    start = time.monotonic()
+    tensorboard._wait_to_be_read_last(old)
+    tensorboard._wait_to_be_read_last(tmp_path / "absent")
+    assert time.monotonic() - start < 0.1
