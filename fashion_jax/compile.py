@@ -48,29 +48,27 @@ def hot_options() -> dict[str, Any]:
 def compile_one_shot(fn: Callable, *example_args: Any, name: str | None = None) -> Callable:
     """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation
     level; with a `name` that says what `fn` computes, kept in program_cache.py."""
-    options = one_shot_options()
-    return program_cache.compiled_or_cached(
-        name,
-        example_args,
-        options,
-        lambda: jax.jit(fn).lower(*example_args).compile(compiler_options=options),
-    )
+    return _ahead_of_time(jax.jit(fn), example_args, one_shot_options(), name)
 
 
 def compile_hot(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
     """A `jax.jit`-wrapped step compiled ahead of time for these arguments with `hot_options()`;
     with a `name` that says what it computes, kept in program_cache.py."""
-    options = hot_options()
-    return program_cache.compiled_or_cached(
-        name, example_args, options, lambda: _compile(jitted.lower(*example_args), options)
-    )
+    return _ahead_of_time(jitted, example_args, hot_options(), name)
 
 
 def compile_default(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
     """A `jax.jit`-wrapped function compiled ahead of time with XLA's default options; with a
     `name` that says what it computes, kept in program_cache.py."""
+    return _ahead_of_time(jitted, example_args, {}, name)
+
+
+def _ahead_of_time(
+    jitted: Any, example_args: tuple, options: dict[str, Any], name: str | None
+) -> Any:
+    """The one path every compile takes: program_cache.py's copy when it has one, else XLA."""
     return program_cache.compiled_or_cached(
-        name, example_args, {}, lambda: jitted.lower(*example_args).compile()
+        name, example_args, options, lambda: _compile(jitted.lower(*example_args), options)
     )
 
 

@@ -9,7 +9,6 @@ Batches have one fixed shape (the last one is masked or trimmed), so each progra
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -99,13 +98,7 @@ def eval_step_for(model: nn.Module, batch_size: int) -> EvalStep:
 class EvalStep:
     """The jitted eval step, compiled ahead of time (with the hot options) once per split shape."""
 
-    def __init__(
-        self,
-        jitted: Any,
-        batch_size: int = DEFAULT_BATCH,
-        whole_split: bool = False,
-        name: str | None = None,
-    ):
+    def __init__(self, jitted: Any, batch_size: int, whole_split: bool, name: str | None):
         self._jitted, self._compiled, self._name = jitted, {}, name
         self.batch_size, self.whole_split = batch_size, whole_split
 
@@ -127,14 +120,14 @@ class EvalStep:
 
 
 def evaluate(
-    eval_step: Callable, params: Any, images: jax.Array, labels: jax.Array, batch_size: int
+    eval_step: EvalStep, params: Any, images: jax.Array, labels: jax.Array
 ) -> dict[str, float]:
-    """Loss and accuracy over a whole device-resident split, one host sync at the end."""
+    """Loss and accuracy over a whole device-resident split, one host sync at the end; the eval
+    step knows its batch and whether it covers the split in one call."""
     n = int(images.shape[0])
     if n == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
-    starts = eval_step.starts(n) if isinstance(eval_step, EvalStep) else range(0, n, batch_size)
-    sums = jax.device_get([eval_step(params, images, labels, start) for start in starts])
+    sums = jax.device_get([eval_step(params, images, labels, s) for s in eval_step.starts(n)])
     loss_sum = sum(float(loss) for loss, _ in sums)
     correct = sum(int(c) for _, c in sums)
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
@@ -150,7 +143,7 @@ def evaluate_arrays(
     """`evaluate` for host arrays: puts them on the device and builds the eval step."""
     step = eval_step_for(model, batch_size)
     device_labels = jax.device_put(np.asarray(labels, np.int32))
-    return evaluate(step, params, jax.device_put(np.asarray(images)), device_labels, batch_size)
+    return evaluate(step, params, jax.device_put(np.asarray(images)), device_labels)
 
 
 @partial(jax.jit, static_argnames=("model", "batch_size"))

@@ -116,7 +116,7 @@ def finish(
     written."""
     config, test = run.config, None
     if run.test is not None:
-        test = evaluate(run.eval_step, params, *run.test, config.eval_batch_size)
+        test = evaluate(run.eval_step, params, *run.test)
     stop, leader = progress.stop, distributed.is_leader()
     if curves is not None:
         curves.result()  # its errors are fit's

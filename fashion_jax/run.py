@@ -144,8 +144,7 @@ def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     # One program for params, optimizer state and step: made op by op, the optimizer's zeros
     # compiled a program per leaf shape (each one traced, lowered and looked up on every start).
     init = lambda s: create_train_state(init_fn(run.model)(s), run.tx)  # noqa: E731
-    name = f"init-state|{run.steps_per_epoch}|{run.config!r}"
-    state = put(compile_one_shot(init, seed, name=name)(seed))
+    state = put(compile_one_shot(init, seed, name=program_name(run, "init-state"))(seed))
     sums = put(epoch_sums(run.n_train))
     progress = Progress(epoch=0, history=[], stop=es.StopState())
     if run.options.resume:
@@ -167,6 +166,12 @@ def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     return state, sums, progress
 
 
+def program_name(run: Run, what: str) -> str:
+    """What decides a fit's program beyond its arguments' shapes, for program_cache.py: the whole
+    config, and the steps per epoch its learning-rate schedule spans."""
+    return f"{what}|{run.steps_per_epoch}|{run.config!r}"
+
+
 def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Progress) -> float:
     """Compile every per-epoch program now, not in epoch 1; returns the seconds it took."""
     t_compile, config = time.perf_counter(), run.config
@@ -183,7 +188,7 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
         k,
         (state, sums, order0, *run.train),
         run.place.constrain_batch,
-        name=f"{run.steps_per_epoch}|{run.config!r}",
+        name=program_name(run, "train"),
     )
     run.stepper.warm()
     run.eval_step = eval_step_for(run.model, config.eval_batch_size)

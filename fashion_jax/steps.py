@@ -219,7 +219,7 @@ class Stepper:
 
     def compiled(self, n: int) -> Any:
         if n not in self._compiled:  # ahead-of-time: a shape change would raise, never recompile
-            name = f"train|{n}|{self._name}" if self._name else None
+            name = f"{self._name}|{n}" if self._name else None
             self._compiled[n] = compile_hot(self._build(n), *self._example, name=name)
         return self._compiled[n]
 

@@ -84,7 +84,7 @@ def fit(
         finally:
             run.close()
         if val is None:
-            val = evaluate(run.eval_step, params, *run.val, config.eval_batch_size)
+            val = evaluate(run.eval_step, params, *run.val)
         return finish(run, params, val, progress, curves, compile_seconds, t_start)
 
 
@@ -126,7 +126,7 @@ def _epoch_row(run: Run, state: TrainState, sums: EpochSums, epoch: int) -> dict
     """The epoch's history row: training means from the running sums, then the validation pass."""
     resume_lib.check_finite(state, sums, epoch, run.steps_per_epoch, run.config.skip_nonfinite)
     loss_sum, correct, count = jax.device_get((sums.loss_sum, sums.correct, sums.count))
-    val = evaluate(run.eval_step, state.params, *run.val, run.config.eval_batch_size)
+    val = evaluate(run.eval_step, state.params, *run.val)
     count = int(count) or float("nan")  # every batch skipped: no mean to report
     row = {
         "epoch": epoch + 1,

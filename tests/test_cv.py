@@ -63,7 +63,6 @@ def lone_folds(
             state.params,
             jax.device_put(images[va]),
             jax.device_put(labels[va].astype(np.int32)),
-            64,
         )
         accuracies.append(ev["accuracy"])
     return params, accuracies

@@ -149,7 +149,6 @@ def test_confusion_matrix_agrees_with_evaluate(cnn_run, small: FashionMNIST) -> 
         params,
         jax.device_put(small.test_x),
         jax.device_put(small.test_y.astype(np.int32)),
-        1000,
     )
     assert np.trace(cm) / cm.sum() == pytest.approx(evaluated["accuracy"], abs=1e-12)
     np.testing.assert_array_equal(

@@ -231,7 +231,7 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size, 
     eval_step = evaluate.make_eval_step(model, batch_size, whole_split=whole_split)
     assert len(eval_step.starts(n)) == (1 if whole_split else -(-n // batch_size))
     got = evaluate.evaluate(
-        eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32)), batch_size
+        eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32))
     )
     w = np.asarray(params["dense"]["kernel"], np.float64).T  # stored (10, 784)
     b = np.asarray(params["dense"]["bias"], np.float64)
@@ -248,7 +248,7 @@ def test_a_cnn_split_in_one_program_sums_as_batch_per_call(small_data):
     params = init_params(model, 0)
     x, y = jax.device_put(small_data.val_x[:77]), jax.device_put(small_data.val_y[:77])
     one, whole = (evaluate.make_eval_step(model, 20, whole_split=w) for w in (False, True))
-    a, b = (evaluate.evaluate(step, params, x, y, 20) for step in (one, whole))
+    a, b = (evaluate.evaluate(step, params, x, y) for step in (one, whole))
     assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-6)
 
 
@@ -274,7 +274,6 @@ def test_evaluate_of_an_empty_split_is_nan(logreg):
         params,
         jnp.zeros((0, 28, 28), jnp.uint8),
         jnp.zeros((0,), jnp.int32),
-        8,
     )
     assert out["n"] == 0 and np.isnan(out["loss"]) and np.isnan(out["accuracy"])
 

@@ -58,7 +58,6 @@ def val_metrics(config: TrainConfig, params, data: FashionMNIST) -> dict:
         params,
         jax.device_put(data.val_x),
         jax.device_put(data.val_y.astype(np.int32)),
-        config.eval_batch_size,
     )
 
 
