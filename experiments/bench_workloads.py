@@ -215,9 +215,9 @@ WORKLOADS: tuple[Workload, ...] = (
     # The whole fit call on both sides, timed in Python around it, compile included. Keras fits as
     # the chapter's section 6 does: no validation_data (its val accuracy is measured after the
     # timed call). Ours does more inside its call: a validation pass every epoch, the per-epoch
-    # checkpoints (its default), the test evaluation and curves.png. Ours with the compilation
-    # cache (filled by an untimed warm-up run, as by any earlier run on this machine) and with an
-    # empty one.
+    # checkpoints (its default) and the test evaluation (curves.png is the CLI's: fit, like
+    # Keras's, draws no figures). Ours with the compilation cache (filled by an untimed warm-up
+    # run, as by any earlier run on this machine) and with an empty one.
     Workload(
         "ours_dense_fit",
         "dense_fit",

@@ -1,5 +1,5 @@
-"""The end of a fit: the params it returns, best/ for `--checkpoints end`, curves.png,
-the test metrics and result.json, as a `FitResult`.
+"""The end of a fit: the params it returns, best/ for `--checkpoints end`, the test metrics and
+result.json, as a `FitResult`.
 
 Apart from train.py, which runs the epochs, because none of this runs per epoch: it is what a
 finished (or early-stopped) run leaves behind.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import resource
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,8 @@ from typing import Any
 import jax
 
 from fashion_jax import checkpoint as ckpt
-from fashion_jax import distributed, plots
+from fashion_jax import distributed
 from fashion_jax import early_stopping as es
-from fashion_jax.background import in_background
 from fashion_jax.evaluate import evaluate
 from fashion_jax.files import atomic_write_json
 from fashion_jax.resume import Progress
@@ -95,31 +93,19 @@ def _save_params(workdir: Path, params: Any, progress: Progress, rule: es.StopRu
         final.close()
 
 
-def draw_curves(run: Run, progress: Progress) -> Future | None:
-    """curves.png on a helper thread (the leader's): what follows mostly waits or runs in XLA."""
-    if not (progress.history and distributed.is_leader()):
-        return None
-    path, title = run.workdir / "curves.png", run.config.model.name
-    return in_background(plots.plot_history, list(progress.history), path, title)
-
-
 def finish(
     run: Run,
     params: Any,
     val: dict,
     progress: Progress,
-    curves: Future | None,
     compile_seconds: float,
     t_start: float,
 ) -> FitResult:
-    """Test metrics and result.json (atomically) from the params fit returns, once curves.png is
-    written."""
+    """Test metrics and result.json (atomically) from the params fit returns."""
     config, test = run.config, None
     if run.test is not None:
         test = evaluate(run.eval_step, params, *run.test)
     stop, leader = progress.stop, distributed.is_leader()
-    if curves is not None:
-        curves.result()  # its errors are fit's
     result = FitResult(
         model=config.model.name,
         epochs_run=len(progress.history),

@@ -4,7 +4,8 @@ The workdir is the resume point. Data order comes from (seed, epoch) and dropout
 (seed, global step), and every checkpoint holds the full state (params, optimizer, the epoch's
 running sums and position, early stopping, history), so a resumed run replays the same
 computation as an uninterrupted one, bit for bit on CPU. One call's setup is run.py's, and what a
-finished run leaves (the returned params, curves.png, result.json, `FitResult`) fit_result.py's.
+finished run leaves (the returned params, result.json, `FitResult`) fit_result.py's. fit draws no
+figures, as Keras's fit draws none: `fashion-jax train` draws curves.png from the history after it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax
 from tqdm.auto import tqdm
 
 from fashion_jax import config as config_lib
-from fashion_jax import distributed, plots
+from fashion_jax import distributed
 from fashion_jax import early_stopping as es
 from fashion_jax import resume as resume_lib
 from fashion_jax import run as run_lib
@@ -25,7 +26,7 @@ from fashion_jax.batching import padded_order
 from fashion_jax.config import RunOptions, TrainConfig
 from fashion_jax.data import FashionMNIST
 from fashion_jax.evaluate import evaluate
-from fashion_jax.fit_result import FitResult, draw_curves, final_params, finish
+from fashion_jax.fit_result import FitResult, final_params, finish
 from fashion_jax.history import write_history
 from fashion_jax.resume import NonFiniteLossError, Progress, TrainingInterrupted
 from fashion_jax.run import Run
@@ -67,8 +68,6 @@ def fit(
             state, sums, progress = run_lib.initial_state(run)
             run.board = run_lib.open_board(run, progress.epoch)
             compile_seconds = run_lib.compile_programs(run, state, sums, progress)
-            if distributed.is_leader():  # it draws curves.png at the end; the epochs hold no GIL
-                plots.import_in_background()
             while progress.unfinished(config.epochs):
                 t_epoch = time.perf_counter()
                 state, sums = _train_epoch(run, state, sums, progress, should_stop)
@@ -79,13 +78,12 @@ def fit(
                     tqdm.write(_format_row(row, run.epoch_seconds[-1]))
                 if should_stop() and progress.unfinished(config.epochs):
                     _interrupted(run, progress.epoch - 1)
-            curves = draw_curves(run, progress)  # drawn while the saves finish
             params, val = final_params(run, state, progress)
         finally:
             run.close()
         if val is None:
             val = evaluate(run.eval_step, params, *run.val)
-        return finish(run, params, val, progress, curves, compile_seconds, t_start)
+        return finish(run, params, val, progress, compile_seconds, t_start)
 
 
 def _train_epoch(

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_jax import cli
+from fashion_jax import cli, plots
 from fashion_jax.config import preset
 from fashion_jax.config_json import load_json
 from fashion_jax.config_json import to_dict as config_to_dict
@@ -118,6 +118,24 @@ def test_train_json_summary(trained):
     assert abs(summary["test_accuracy"] - summary["val_accuracy"]) < 0.05
     assert np.isfinite(summary["val_loss"]) and summary["seconds"] > 0
     assert (workdir / "history.jsonl").is_file() and (workdir / "result.json").is_file()
+    png = (workdir / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_curves_that_cannot_be_drawn_are_exit_2_and_the_run_stays_saved(
+    tmp_path, synthetic_idx_dir, monkeypatch
+):
+    def refuse(*_args, **_kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(plots, "plot_history", refuse)
+    workdir = tmp_path / "run"
+    argv = ["train", "--model", "logreg", "--epochs", "1", "--workdir", workdir, "--quiet"]
+    code, _, err = run_main([*argv, *synthetic(synthetic_idx_dir)])
+    line = assert_one_error_line(code, err)
+    assert "curves.png not written (No space left on device)" in line and "is saved in" in line
+    assert json.loads((workdir / "result.json").read_text())["epochs_run"] == 1
+    assert not (workdir / "curves.png").exists()
 
 
 def test_evaluate_val_matches_the_train_summary(trained):

@@ -434,15 +434,31 @@ def test_explicit_single_device_sharding_restores_with_an_abstract_target(tmp_pa
     )
 
 
+def test_a_runs_checkpoints_name_no_device_and_restore_anywhere(run):
+    """A single-process fit saves host copies: no file names the device it trained on, so plain
+    Orbax restores them with no target, on any machine."""
+    assert not list(run.rglob("_sharding"))
+    best = run / "best" / str(steps_in(run / "best")[-1]) / "params"
+    with ocp.StandardCheckpointer() as reader:
+        params = reader.restore(best)
+    assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(params))
+    assert same_tree(params, model_io.load_model(run)[2])
+
+
 def test_gpu_saved_checkpoint_restores_on_cpu_through_the_abstract_target(run):
-    """Rewrite the sharding metadata as a GPU host would have written it ("cuda:0"): restoring as
-    the file says needs that GPU; restoring against the abstract target places the arrays here."""
+    """Device arrays saved on a GPU host (as multi-process runs save them) name "cuda:0": restoring
+    as the files say needs that GPU; restoring against the abstract target places them here."""
+    best = run / "best" / str(steps_in(run / "best")[-1]) / "params"
+    trained = model_io.load_model(run)[2]
+    with ocp.StandardCheckpointer() as writer:
+        writer.save(best, jax.device_put(trained), force=True)
     for sharding_file in run.rglob("_sharding"):
         sharding_file.write_text(sharding_file.read_text().replace("cpu:0", "cuda:0"))
     with ocp.StandardCheckpointer() as reader, pytest.raises(ValueError):
-        reader.restore(run / "best" / str(steps_in(run / "best")[-1]) / "params")
+        reader.restore(best)
+    (run / "params.msgpack").unlink()  # readers take best/ itself
+    assert same_tree(model_io.load_model(run)[2], trained)
     assert restore(run)[3] == 32
-    model_io.load_model(run)
 
 
 # ------------------------------------------------------------------ NaN and Inf

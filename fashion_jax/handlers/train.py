@@ -1,4 +1,5 @@
-"""`fashion-jax train`: one `fit` call, stopped cleanly by the first SIGINT/SIGTERM."""
+"""`fashion-jax train`: one `fit` call, stopped cleanly by the first SIGINT/SIGTERM, then the
+run's learning curves drawn to WORKDIR/curves.png."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import signal
 import sys
 from pathlib import Path
 
-from fashion_jax import distributed
+from fashion_jax import distributed, plots
 from fashion_jax.config import RunOptions
 from fashion_jax.config_flags import given
+from fashion_jax.fit_result import FitResult
 from fashion_jax.handlers import load_data, train_config
 from fashion_jax.run import check_options
 from fashion_jax.train import TrainingInterrupted, fit
@@ -58,8 +60,11 @@ def cmd_train(args: argparse.Namespace) -> dict:
     distributed.initialize(
         args.coordinator, args.num_processes, args.process_id, cluster=args.cluster
     )
-    options = dataclasses.replace(options, quiet=options.quiet or not distributed.is_leader())
+    leader = distributed.is_leader()
+    options = dataclasses.replace(options, quiet=options.quiet or not leader)
     check_options(options, config)  # before the data: a bad combination of flags fails at once
+    if leader:  # matplotlib's import (~0.3 s of CPU) overlaps the data's decompression and checks
+        plots.import_in_background()
     data = load_data(args, args.subset)
     with GracefulStop() as stop:
         try:
@@ -67,6 +72,8 @@ def cmd_train(args: argparse.Namespace) -> dict:
         except TrainingInterrupted as err:
             err.signum = stop.signum
             raise
+    if leader:
+        draw_curves(result)
     if not args.json:
         print(
             f"{result.model}: {result.epochs_run} epochs, best epoch {result.best_epoch}, "
@@ -74,3 +81,14 @@ def cmd_train(args: argparse.Namespace) -> dict:
             f"({result.seconds:.1f}s) -> {result.workdir}"
         )
     return result.summary()
+
+
+def draw_curves(result: FitResult) -> None:
+    """curves.png from the finished run's history; a failure says the run itself is saved."""
+    path = Path(result.workdir) / "curves.png"
+    try:
+        plots.plot_history(result.history, path, title=result.model)
+    except OSError as err:
+        raise OSError(
+            f"{path} not written ({err}); the run finished and is saved in {result.workdir}"
+        ) from None
