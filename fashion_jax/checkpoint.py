@@ -1,4 +1,5 @@
-"""Checkpoint storage (Orbax): the latest full states, the best params, and weights-only folders.
+"""Checkpoint storage (Orbax): the latest full states and the best params of a run (weights-only
+folders: weights.py).
 
 Storage only: it knows trees, steps and files, never models or training (model_io.py builds
 models from what it reads, resume.py decides what a run saves).
@@ -257,34 +258,6 @@ def _restore_newest(
     if failures:
         raise CheckpointError(f"no intact checkpoint in {manager.directory}: {failures[0]}")
     return None
-
-
-def save_weights(path: str | os.PathLike, params: Any) -> Path:
-    """Weights only (Keras save_weights): params, no config. Load into a known model with
-    load_weights."""
-    path = Path(path).absolute()
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, params, force=True)
-        ckptr.wait_until_finished()
-    return path
-
-
-def load_weights(path: str | os.PathLike, like: Any) -> Any:
-    """Params saved by save_weights, checked against `like` (e.g. freshly initialised params)."""
-    path = Path(path).absolute()
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: no such weights checkpoint")
-    refuse_symlinks(path)
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            check_tree(ckptr.metadata(path).item_metadata.tree, like, str(path))
-            params = ckptr.restore(path, abstract(like))
-    except CheckpointError:
-        raise
-    except Exception as err:
-        raise CheckpointError(f"{path}: weights do not fit this model ({brief(err)})") from None
-    check_finite(params, str(path))
-    return params
 
 
 READ_ATTEMPTS = 3

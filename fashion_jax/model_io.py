@@ -24,12 +24,11 @@ from fashion_jax.models import build_model, init_fn, init_params
 
 def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Path:
     """Whole model (Keras save): config JSON plus params; load_model needs nothing else."""
-    ckpt = _orbax_storage()
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     params_file.discard(path)
     config_json.save_json(config, path / "config.json")
-    ckpt.save_weights(path / "params", params)
+    _orbax_weights().save_weights(path / "params", params)
     params_file.write(path, "params", jax.device_get(params))
     return path
 
@@ -70,7 +69,7 @@ def _restore_with_orbax(path: Path, config: TrainConfig, model: nn.Module) -> An
 
     like = init_params(model, config.seed)
     if (path / "params").is_dir():
-        return ckpt.load_weights(path / "params", like)
+        return _orbax_weights().load_weights(path / "params", like)
     if (path / "best").is_dir():
         restored = ckpt.restore_newest_readonly(path / "best", "params", like)
         if restored is not None:
@@ -94,3 +93,9 @@ def _orbax_storage() -> Any:
     from fashion_jax import checkpoint
 
     return checkpoint
+
+
+def _orbax_weights() -> Any:
+    from fashion_jax import weights  # Orbax too: imported on first use, as _orbax_storage
+
+    return weights

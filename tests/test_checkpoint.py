@@ -15,6 +15,7 @@ import pytest
 
 from fashion_jax import checkpoint as ckpt
 from fashion_jax import evaluate, model_io, steps
+from fashion_jax import weights as weights_lib
 from fashion_jax import workdir as workdir_lib
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import ConfigError, RunOptions, TrainConfig, model_config
@@ -81,10 +82,10 @@ def step_dirs(folder: Path) -> list[Path]:
 def test_weights_round_trip_is_bitwise_and_evaluates_identically(run, tmp_path, small_data):
     config, _, result = run
     model = build_model(config.model)
-    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    path = weights_lib.save_weights(tmp_path / "weights", result.params)
     assert path.is_dir()
     like = init_params(model, seed=123)  # a fresh model: only shapes and dtypes come from it
-    loaded = ckpt.load_weights(path, like)
+    loaded = weights_lib.load_weights(path, like)
     assert leaves_equal(loaded, result.params)
     assert not leaves_equal(like, result.params)
     assert val_metrics(model, loaded, small_data) == val_metrics(model, result.params, small_data)
@@ -108,10 +109,12 @@ def params_like(cfg, seed: int = 0):
     ids=["shape", "structure", "classes"],
 )
 def test_weights_into_a_model_of_another_shape_fail_in_one_line(tmp_path, other):
-    path = ckpt.save_weights(tmp_path / "weights", params_like(model_config("mlp", hidden=100)))
+    path = weights_lib.save_weights(
+        tmp_path / "weights", params_like(model_config("mlp", hidden=100))
+    )
     like = params_like(model_config(other.pop("name"), **other))
     with pytest.raises(CheckpointError) as info:
-        ckpt.load_weights(path, like)
+        weights_lib.load_weights(path, like)
     assert_one_line(info.value)
     assert str(path) in str(info.value)
 
@@ -119,31 +122,31 @@ def test_weights_into_a_model_of_another_shape_fail_in_one_line(tmp_path, other)
 def test_missing_or_empty_weights_folder_is_a_checkpoint_error(tmp_path):
     like = params_like(model_config("logreg"))
     with pytest.raises(CheckpointError, match="no such"):
-        ckpt.load_weights(tmp_path / "absent", like)
+        weights_lib.load_weights(tmp_path / "absent", like)
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError) as info:
-        ckpt.load_weights(tmp_path / "empty", like)
+        weights_lib.load_weights(tmp_path / "empty", like)
     assert_one_line(info.value)
 
 
 def test_damaged_weights_are_a_checkpoint_error(run, tmp_path):
     config, _, result = run
-    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    path = weights_lib.save_weights(tmp_path / "weights", result.params)
     damage(path)
     with pytest.raises(CheckpointError) as info:
-        ckpt.load_weights(path, result.params)
+        weights_lib.load_weights(path, result.params)
     assert_one_line(info.value)
 
 
 def test_symlink_inside_weights_is_refused(run, tmp_path):
     config, _, result = run
-    path = ckpt.save_weights(tmp_path / "weights", result.params)
+    path = weights_lib.save_weights(tmp_path / "weights", result.params)
     victim = next(Path(root, f) for root, _, files in os.walk(path) for f in files)
     outside = tmp_path / "outside.bin"
     shutil.move(victim, outside)
     victim.symlink_to(outside)
     with pytest.raises(CheckpointError, match="symlink"):
-        ckpt.load_weights(path, result.params)
+        weights_lib.load_weights(path, result.params)
 
 
 # ------------------------------------------------------------------ whole model

@@ -32,6 +32,7 @@ from fashion_jax import files as files_lib
 from fashion_jax import history as history_lib
 from fashion_jax import resume as resume_lib
 from fashion_jax import run as run_lib
+from fashion_jax import weights as weights_lib
 from fashion_jax.batching import epoch_order, padded_order
 from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, model_config
@@ -426,8 +427,8 @@ def test_explicit_single_device_sharding_restores_with_an_abstract_target(tmp_pa
     params = jax.device_put(
         init_params(build_model(CONFIG.model), 0), jax.sharding.SingleDeviceSharding(device)
     )
-    path = ckpt.save_weights(tmp_path / "w", params)
-    loaded = ckpt.load_weights(path, init_params(build_model(CONFIG.model), 1))
+    path = weights_lib.save_weights(tmp_path / "w", params)
+    loaded = weights_lib.load_weights(path, init_params(build_model(CONFIG.model), 1))
     assert same_tree(loaded, params)
     assert all(
         x.sharding == jax.sharding.SingleDeviceSharding(device) for x in jax.tree.leaves(loaded)
