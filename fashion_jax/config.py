@@ -40,7 +40,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "dense": {},
     "mlp": {"hidden": 100, "activation": "sigmoid", "dropout": 0.0},
     "cnn": {"hidden": 100, "activation": "relu", "dropout": 0.4},
-    "cnn_fast": {"hidden": 128, "activation": "relu", "dropout": 0.0, "filters": (32, 64)},
+    "cnn_fast": {"hidden": 256, "activation": "relu", "dropout": 0.0, "filters": (32, 64)},
 }
 
 # Named starting points, reachable as preset(name) from Python and --preset NAME from the CLI.
