@@ -28,7 +28,8 @@ def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Pat
     path.mkdir(parents=True, exist_ok=True)
     params_file.discard(path)
     config_json.save_json(config, path / "config.json")
-    _orbax_weights().save_weights(path / "params", params)
+    _, weights = _orbax_storage()
+    weights.save_weights(path / "params", params)
     params_file.write(path, "params", jax.device_get(params))
     return path
 
@@ -38,7 +39,8 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     params, else the params of its latest full state)."""
     path = Path(path)
     if not path.is_dir():
-        raise _orbax_storage().CheckpointError(f"{path}: no such model folder or workdir")
+        ckpt, _ = _orbax_storage()
+        raise ckpt.CheckpointError(f"{path}: no such model folder or workdir")
     config = config_json.load_json(path / "config.json")
     model = build_model(config.model)
     source = _newest_params_folder(path)
@@ -62,14 +64,14 @@ def _newest_params_folder(path: Path) -> str | None:
 
 
 def _restore_with_orbax(path: Path, config: TrainConfig, model: nn.Module) -> Any:
-    ckpt = _orbax_storage()
+    ckpt, weights = _orbax_storage()
     # Imported here for the same reason: optax, only to rebuild a full state's template.
     from fashion_jax.optim import make_optimizer
     from fashion_jax.steps import create_train_state, epoch_sums
 
     like = init_params(model, config.seed)
     if (path / "params").is_dir():
-        return _orbax_weights().load_weights(path / "params", like)
+        return weights.load_weights(path / "params", like)
     if (path / "best").is_dir():
         restored = ckpt.restore_newest_readonly(path / "best", "params", like)
         if restored is not None:
@@ -87,15 +89,10 @@ def _restore_with_orbax(path: Path, config: TrainConfig, model: nn.Module) -> An
     raise ckpt.CheckpointError(f"{path}: no saved params (no params/, best/ or checkpoints/)")
 
 
-def _orbax_storage() -> Any:
+def _orbax_storage() -> tuple[Any, Any]:
+    """The checkpoint and weights modules, which bring Orbax."""
     # Imported on first use: Orbax takes about half a second to import, and a reader whose
     # params.msgpack is intact (predict, evaluate, serve) never needs it.
-    from fashion_jax import checkpoint
+    from fashion_jax import checkpoint, weights
 
-    return checkpoint
-
-
-def _orbax_weights() -> Any:
-    from fashion_jax import weights  # Orbax too: imported on first use, as _orbax_storage
-
-    return weights
+    return checkpoint, weights
