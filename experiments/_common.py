@@ -98,7 +98,7 @@ def timer() -> Iterator[Callable[[], float]]:
 def dataset(quick: bool):
     """The chapter's 48,000 / 12,000 / 10,000 split; quick: the first 2,000 / 1,000 / 1,000 of
     it."""
-    from fashion_jax.data import FashionMNIST, load_dataset
+    from fashion_jax.data.dataset import FashionMNIST, load_dataset
 
     if not quick:
         return load_dataset()
@@ -115,16 +115,16 @@ def dataset(quick: bool):
 
 
 def fit(config, data, workdir: Path):
-    """fashion_jax.train.fit with the settings every section wants: a fresh run, no progress bar."""
+    """training.loop.fit with the settings every section wants: a fresh run, no progress bar."""
     from fashion_jax.config import RunOptions
-    from fashion_jax.train import fit as library_fit
+    from fashion_jax.training.loop import fit as library_fit
 
     return library_fit(config, data, workdir, RunOptions(overwrite=True, quiet=True))
 
 
 def evaluate(model, params, images, labels, batch_size: int = 1000) -> dict[str, float]:
     """Loss and accuracy of host arrays with the library's own eval step (the one fit uses)."""
-    from fashion_jax.evaluate import evaluate_arrays
+    from fashion_jax.training.evaluate import evaluate_arrays
 
     return evaluate_arrays(model, params, images, labels, batch_size)
 

@@ -171,7 +171,7 @@ def fixture(package_root: Path, opts: Options) -> dict[str, str]:
         train = [sys.executable, "-m", "fashion_jax.cli", "train", "--model", "dense"]
         train += ["--epochs", "1", "--workdir", str(run), "--quiet"]
         train += ["--subset", str(opts.subset)] if opts.subset else []
-        save = "import sys, numpy as np; from fashion_jax.data import load_split; "
+        save = "import sys, numpy as np; from fashion_jax.data.dataset import load_split; "
         save += "np.save(sys.argv[1], load_split('test')[0][0])"
         _FIXTURES[package_root] = {"{run}": str(run), "{image}": str(image)}
         for cmd in (train, [sys.executable, "-c", save, str(image)]):

@@ -22,13 +22,14 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fashion_jax import steps
-from fashion_jax.batching import epoch_order, padded_order
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.data import load_dataset
-from fashion_jax.evaluate import evaluate_arrays
-from fashion_jax.models import build_model, init_params
-from fashion_jax.optim import make_optimizer
+from fashion_jax.data.batching import epoch_order, padded_order
+from fashion_jax.data.dataset import load_dataset
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.model.optim import make_optimizer
+from fashion_jax.model.state import create_train_state, epoch_sums
+from fashion_jax.training import steps
+from fashion_jax.training.evaluate import evaluate_arrays
 
 
 def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2) -> dict:
@@ -39,8 +40,8 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
     per_epoch = -(-n // batch_size)
     k = per_epoch if steps_per_call is None else steps_per_call
     tx = make_optimizer(config, per_epoch * epochs)
-    state = steps.create_train_state(init_params(model, 0), tx)
-    sums = steps.epoch_sums(n)
+    state = create_train_state(init_params(model, 0), tx)
+    sums = epoch_sums(n)
     x, y = jax.device_put(data.train_x), jax.device_put(data.train_y.astype(np.int32))
     order0 = jax.device_put(padded_order(np.arange(n), batch_size))
     stepper = steps.Stepper(model, tx, 0, batch_size, per_epoch, k, (state, sums, order0, x, y))
@@ -49,7 +50,7 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
     compile_s = time.perf_counter() - t0
     times = []
     for epoch in range(epochs):
-        sums = steps.epoch_sums(n)
+        sums = epoch_sums(n)
         order = jax.device_put(padded_order(epoch_order(n, 0, epoch), batch_size))
         t0 = time.perf_counter()
         for chunk in stepper.plan(0):
@@ -70,8 +71,8 @@ def cnn_epoch(data, batch_size: int, steps_per_call: int | None, epochs: int = 2
 
 
 def cv_run() -> dict:
-    from fashion_jax.cv import cross_validate, cv_config
-    from fashion_jax.data import load_split
+    from fashion_jax.data.dataset import load_split
+    from fashion_jax.training.cv import cross_validate, cv_config
 
     images, labels = load_split("train")
     config = cv_config("logreg")  # the "cv" preset, as `fashion-jax cv` runs it

@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fashion_jax.compile import compile_hot
-from fashion_jax.cpu_layers import SingleChannelConv, max_pool
-from fashion_jax.data import load_dataset
+from fashion_jax.data.dataset import load_dataset
+from fashion_jax.model.cpu_layers import SingleChannelConv, max_pool
+from fashion_jax.runtime.compile import compile_hot
 
 FRACTIONS = (1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.3)  # share of the training rows per pass
 BATCH, LEARNING_RATE = 32, 3e-3

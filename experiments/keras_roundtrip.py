@@ -24,10 +24,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from fashion_jax.data import load_dataset
-from fashion_jax.evaluate import predict_logits
-from fashion_jax.keras_io import load_keras
-from fashion_jax.model_io import load_model
+from fashion_jax.data.dataset import load_dataset
+from fashion_jax.interop.keras_io import load_keras
+from fashion_jax.storage.model_files import load_model
+from fashion_jax.training.evaluate import predict_logits
 
 TRAIN = {
     "dense": ["--model", "dense"],

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from fashion_jax.data import load_split
-from fashion_jax.predict import Predictor, predict_files
+from fashion_jax.data.dataset import load_split
+from fashion_jax.inference.predictor import Predictor, predict_files
 
 # EXIF orientation -> the transpose that stores an upright picture so that exif_transpose (which
 # applies the tag's own transpose) gives it back upright: each is the inverse of the tag's.

@@ -47,11 +47,11 @@ def ours_dense_fit(args: argparse.Namespace) -> Result:
     per-epoch checkpoints (on by default) included; `seconds` is the whole call."""
     from fashion_jax import config as config_lib
     from fashion_jax.config import RunOptions
-    from fashion_jax.data import load_dataset
-    from fashion_jax.train import fit
+    from fashion_jax.data.dataset import load_dataset
+    from fashion_jax.training.loop import fit
 
     try:  # what the CLI does; off with FASHION_JAX_NO_COMPILE_CACHE
-        from fashion_jax.compile import enable_persistent_cache
+        from fashion_jax.runtime.compile import enable_persistent_cache
 
         cache = enable_persistent_cache()
     except ImportError:  # a --baseline export from before the cache existed

@@ -27,7 +27,7 @@ def chapter_split(subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
     --subset keeps the first N training images and the whole validation part, as our CLI does.
     """
     # the split is bit for bit sklearn's train_test_split(0.2, 42)
-    from fashion_jax.data import load_dataset
+    from fashion_jax.data.dataset import load_dataset
 
     ds = load_dataset(subset=subset)
     return (
@@ -41,7 +41,7 @@ def chapter_split(subset: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def full_train(subset: int | None) -> tuple[np.ndarray, np.ndarray]:
     """All 60,000 training images in file order: cross_validate's unshuffled folds depend on that
     order."""
-    from fashion_jax.data import load_split
+    from fashion_jax.data.dataset import load_split
 
     x, y = load_split("train")
     if subset:

@@ -23,8 +23,8 @@ CHAPTER_FIRST_LABELS = [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]
 def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
 
-    from fashion_jax.data import CLASS_NAMES, describe, load_split
-    from fashion_jax.plots import plot_samples
+    from fashion_jax.data.dataset import CLASS_NAMES, describe, load_split
+    from fashion_jax.viz.plots import plot_samples
 
     with C.timer() as t_load:
         train_x, train_y = load_split("train")

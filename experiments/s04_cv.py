@@ -3,8 +3,8 @@
 The chapter: SGDClassifier(loss='log', max_iter=5, random_state=42) under sklearn's
 cross_validate (5 folds, n_jobs=-1): mean accuracy about 82 % (measured beside us:
 0.8194 in 17.2 s).
-Ours: fashion_jax.cv.cross_validate with the "cv" preset, all 5 folds trained in one vmapped
-program.
+Ours: fashion_jax.training.cv.cross_validate with the "cv" preset, all 5 folds trained in one
+vmapped program.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ TARGET = 0.82  # the chapter's "82 %"
 
 def run(out_dir: Path, quick: bool) -> dict:
     from fashion_jax.config import PRESETS
-    from fashion_jax.cv import cross_validate, cv_config
-    from fashion_jax.data import load_split
+    from fashion_jax.data.dataset import load_split
+    from fashion_jax.training.cv import cross_validate, cv_config
 
     images, labels = load_split("train")
     if quick:

@@ -35,7 +35,7 @@ def _plot(histories: dict[str, list[dict]], lrs: dict[str, float], path: Path) -
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from fashion_jax.plots import save_figure
+    from fashion_jax.viz.plots import save_figure
 
     fig = Figure(figsize=(11, 4.2), layout="tight")  # tight: axis labels and titles do not overlap
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -55,7 +55,7 @@ def _plot(histories: dict[str, list[dict]], lrs: dict[str, float], path: Path) -
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from fashion_jax.optim import learning_rate
+    from fashion_jax.model.optim import learning_rate
 
     data = C.dataset(quick)
     rows, notes = [], []

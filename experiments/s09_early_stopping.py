@@ -38,9 +38,9 @@ def _same(a: dict, b: dict) -> tuple[bool, float]:
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from fashion_jax.model_io import load_model, save_model
-    from fashion_jax.models import build_model, init_params
-    from fashion_jax.weights import load_weights, save_weights
+    from fashion_jax.model.models import build_model, init_params
+    from fashion_jax.storage.model_files import load_model, save_model
+    from fashion_jax.storage.weights import load_weights, save_weights
 
     data = C.dataset(quick)
     cfg = _config(quick)

@@ -47,7 +47,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         shape_walk,
     )
     from fashion_jax.config import model_config
-    from fashion_jax.models import build_model
+    from fashion_jax.model.models import build_model
 
     rows = []
     with C.timer() as t:

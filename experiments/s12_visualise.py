@@ -1,8 +1,8 @@
 """Section 12: what the CNN learned: conv filters, feature maps, confusion matrix, learning curves.
 
 The chapter ends by plotting the first conv layer's 32 kernels and the feature maps one image
-produces in both conv layers. fashion_jax.plots.plot_all does all of it from s10's workdir (restored
-with load_model, so nothing here knows the architecture), and adds the test-set confusion matrix.
+produces in both conv layers. fashion_jax.viz.plots.plot_all does all of it from s10's workdir
+(restored with load_model, so nothing here knows the architecture), and adds the test-set confusion matrix.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ IMAGE_INDEX = 0  # test image 0, an ankle boot
 def run(out_dir: Path, quick: bool) -> dict:
     import numpy as np
 
-    from fashion_jax import inspection, plots
-    from fashion_jax.data import CLASS_NAMES
-    from fashion_jax.model_io import load_model
+    from fashion_jax.data.dataset import CLASS_NAMES
+    from fashion_jax.inference import inspection
+    from fashion_jax.storage.model_files import load_model
+    from fashion_jax.viz import plots
 
     workdir = C.work_dir(out_dir, s10_cnn.WORKDIR)
     if not (workdir / "config.json").exists():

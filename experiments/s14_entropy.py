@@ -25,8 +25,8 @@ def _dense_model(out_dir: Path, quick: bool):
     """(model, params, how) of s06's Dense model; trained here (1 epoch) when s06 has not run."""
     import dataclasses
 
-    from fashion_jax.config_json import load_json
-    from fashion_jax.model_io import load_model
+    from fashion_jax.storage.config_json import load_json
+    from fashion_jax.storage.model_files import load_model
 
     workdir = C.work_dir(out_dir, "dense")
     if (workdir / "config.json").exists() and load_json(
@@ -37,7 +37,7 @@ def _dense_model(out_dir: Path, quick: bool):
             return model, params, f"s06's Dense model ({workdir.name}/, restored)"
         except Exception:  # an interrupted s06 leaves no params: train our own below
             pass
-    from fashion_jax.models import build_model
+    from fashion_jax.model.models import build_model
 
     cfg = dataclasses.replace(s06_dense.config(quick), epochs=1)
     r = C.fit(cfg, C.dataset(quick), C.work_dir(out_dir, "s14_dense"))
@@ -61,7 +61,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         kl_divergence,
         sparse_cross_entropy_from_logits,
     )
-    from fashion_jax.evaluate import predict_logits
+    from fashion_jax.training.evaluate import predict_logits
 
     rows = []
     with C.timer() as t:

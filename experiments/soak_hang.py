@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fashion_jax.data import FILES, load_split
+from fashion_jax.data.dataset import FILES, load_split
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = [

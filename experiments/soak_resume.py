@@ -6,7 +6,7 @@ Soak test of exact resume: SIGKILL `fashion-jax train` at random moments, resume
 One reference run goes uninterrupted. Then each trial trains the same run in a fresh workdir,
 kills it (SIGKILL) once or twice, and resumes with --resume until it finishes; its fingerprint
 (best params, newest full state, history.jsonl, result.json metrics; see
-fashion_jax.workdir.fingerprint) must equal the reference's. Kill moments rotate over:
+fashion_jax.storage.workdir.fingerprint) must equal the reference's. Kill moments rotate over:
   random    a uniform delay over the whole run, start-up included;
   training  a uniform delay after the first checkpoint exists;
   save      while a randomly chosen checkpoint step is being written (its tmp folder exists), or
@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fashion_jax.workdir import fingerprint
+from fashion_jax.storage.workdir import fingerprint
 
 # Small real run with mid-epoch checkpoints: 1200 rows / batch 8 = 150 steps per epoch, one 100-step
 # scan plus 50 single steps on CPU, a checkpoint every 5 steps, dropout so the keys matter.

@@ -14,8 +14,7 @@ import tempfile
 import numpy as np
 import pytest
 
-from fashion_jax import program_cache
-from fashion_jax.data import (
+from fashion_jax.data.dataset import (
     FILES,
     SYSTEM_DIR,
     FashionMNIST,
@@ -23,7 +22,8 @@ from fashion_jax.data import (
     load_dataset,
     resolve_source,
 )
-from fashion_jax.idx import DataError
+from fashion_jax.data.idx import DataError
+from fashion_jax.runtime import program_cache
 
 # One persistent compilation cache for the whole session, fresh each run: the same programs (one
 # model at one batch shape) are compiled by many tests and by the subprocesses they start, which

@@ -17,7 +17,7 @@ import time
 
 from orbax.checkpoint.path import atomicity
 
-from fashion_jax import steps
+from fashion_jax.training import steps
 
 
 def hold_save(step: str, seconds: float) -> None:

@@ -18,8 +18,8 @@ from conftest import synthetic_images
 from PIL import Image
 
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.model_io import save_model
-from fashion_jax.models import build_model, init_params
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.storage.model_files import save_model
 
 STARTUP_SECONDS = 180  # JAX import and the first compile, on a loaded 2-core machine
 

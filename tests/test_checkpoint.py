@@ -13,15 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fashion_jax import checkpoint as ckpt
-from fashion_jax import evaluate, model_io, steps
-from fashion_jax import weights as weights_lib
-from fashion_jax import workdir as workdir_lib
-from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import ConfigError, RunOptions, TrainConfig, model_config
-from fashion_jax.models import build_model, init_params
-from fashion_jax.optim import make_optimizer
-from fashion_jax.train import fit
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.model.optim import make_optimizer
+from fashion_jax.model.state import create_train_state, epoch_sums
+from fashion_jax.storage import checkpoint as ckpt
+from fashion_jax.storage import model_files
+from fashion_jax.storage import weights as weights_lib
+from fashion_jax.storage import workdir as workdir_lib
+from fashion_jax.storage.checkpoint import CheckpointError
+from fashion_jax.training import evaluate
+from fashion_jax.training.loop import fit
 
 
 def leaves_equal(a, b) -> bool:
@@ -157,9 +159,9 @@ def test_save_model_load_model_needs_no_architecture(run, tmp_path, small_data):
     config = TrainConfig(model=model_config("mlp", hidden=24, activation="tanh"), seed=5)
     model = build_model(config.model)
     params = init_params(model, seed=5)
-    folder = model_io.save_model(tmp_path / "model", config, params)
+    folder = model_files.save_model(tmp_path / "model", config, params)
     assert (folder / "config.json").is_file() and (folder / "params").is_dir()
-    loaded_config, loaded_model, loaded_params = model_io.load_model(folder)
+    loaded_config, loaded_model, loaded_params = model_files.load_model(folder)
     assert loaded_config == config
     assert loaded_model == model
     assert leaves_equal(loaded_params, params)
@@ -174,7 +176,7 @@ def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_dat
     assert result.best_epoch is not None and step_dirs(workdir / "best")[-1].name == str(
         result.best_epoch
     )
-    loaded_config, model, params = model_io.load_model(workdir)
+    loaded_config, model, params = model_files.load_model(workdir)
     assert loaded_config == config
     assert leaves_equal(params, result.params)
     val = val_metrics(model, params, small_data)
@@ -185,13 +187,13 @@ def test_load_model_of_a_training_workdir_returns_the_best_params(run, small_dat
 def test_load_model_without_best_falls_back_to_the_latest_state(run_copy):
     config, workdir, result = run_copy
     shutil.rmtree(workdir / "best")
-    _, _, params = model_io.load_model(workdir)
+    _, _, params = model_files.load_model(workdir)
     # The latest full state holds the last epoch's params; restore them without knowing the
     # optimizer.
     tx = make_optimizer(config, 1)
     target = {
-        "train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-        "sums": steps.epoch_sums(512),
+        "train": create_train_state(init_params(build_model(config.model), 0), tx),
+        "sums": epoch_sums(512),
     }
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == config.epochs
@@ -204,8 +206,8 @@ def test_damaged_newest_state_falls_back_to_the_older_one(run_copy):
     damage(newest)
     tx = make_optimizer(config, 1)
     target = {
-        "train": steps.create_train_state(init_params(build_model(config.model), 0), tx),
-        "sums": steps.epoch_sums(512),
+        "train": create_train_state(init_params(build_model(config.model), 0), tx),
+        "sums": epoch_sums(512),
     }
     tree, meta = ckpt.RunCheckpoints(workdir, read_only=True).restore_state(target)[:2]
     assert meta["epoch"] == 1 and int(tree["train"].step) == int(older.name)
@@ -216,7 +218,7 @@ def test_damaged_best_is_a_checkpoint_error(run_copy):
     _, workdir, _ = run_copy
     damage(workdir / "best")
     with pytest.raises(CheckpointError) as info:
-        model_io.load_model(workdir)
+        model_files.load_model(workdir)
     assert_one_line(info.value)
 
 
@@ -226,27 +228,27 @@ def test_workdir_with_empty_checkpoint_folders_is_a_checkpoint_error(run_copy):
         shutil.rmtree(workdir / name)
         (workdir / name).mkdir()
     with pytest.raises(CheckpointError, match="no saved params"):
-        model_io.load_model(workdir)
+        model_files.load_model(workdir)
 
 
 def test_folder_without_config_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such"):
-        model_io.load_model(tmp_path / "absent")
+        model_files.load_model(tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     # An empty folder is "not a fashion_jax workdir": a ConfigError today (see report), never a
     # traceback.
     with pytest.raises((CheckpointError, ConfigError), match="config.json|not a fashion_jax"):
-        model_io.load_model(tmp_path / "empty")
+        model_files.load_model(tmp_path / "empty")
 
 
 def test_corrupt_config_json_is_refused(run_copy):
     _, workdir, _ = run_copy
     (workdir / "config.json").write_text("{ not json")
     with pytest.raises(ConfigError, match="unreadable config"):
-        model_io.load_model(workdir)
+        model_files.load_model(workdir)
     (workdir / "config.json").write_text('{"model": {"name": "cnn"}, "bogus": 1}')
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        model_io.load_model(workdir)
+        model_files.load_model(workdir)
 
 
 def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
@@ -262,7 +264,7 @@ def test_symlink_inside_a_workdir_checkpoint_is_refused(run_copy):
     shutil.move(victim, outside)
     victim.symlink_to(outside)
     with pytest.raises(CheckpointError, match="symlink"):
-        model_io.load_model(workdir)
+        model_files.load_model(workdir)
 
 
 def test_symlinked_step_folder_is_refused(run, tmp_path):
@@ -274,7 +276,7 @@ def test_symlinked_step_folder_is_refused(run, tmp_path):
     best = step_dirs(workdir / "best")[-1]
     (foreign / "best" / best.name).symlink_to(best, target_is_directory=True)
     with pytest.raises(CheckpointError, match="symlink"):
-        model_io.load_model(foreign)
+        model_files.load_model(foreign)
 
 
 # ------------------------------------------------------------------ workdir config

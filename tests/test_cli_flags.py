@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from fashion_jax import config as config_lib
-from fashion_jax.cli_flags import CliError, build_parser
+from fashion_jax.cli.config_flags import dest, given
+from fashion_jax.cli.inputs import train_config
+from fashion_jax.cli.parser import CliError, build_parser
 from fashion_jax.config import CVOptions, ModelConfig, RunOptions, TrainConfig
-from fashion_jax.config_flags import dest, given
-from fashion_jax.handlers import train_config
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -167,7 +167,7 @@ def test_help_imports_no_jax():
 
 def test_every_command_has_a_handler_and_every_handler_a_command():
     # Imported here: this module's other tests check that the parser alone never loads JAX.
-    from fashion_jax.commands import COMMANDS, load_handler
+    from fashion_jax.cli.dispatch import COMMANDS, load_handler
 
     assert set(COMMANDS) == set(subparsers())
     for name in COMMANDS:

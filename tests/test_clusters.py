@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from test_distributed import TOL, child_env, max_abs_diff, run_pair
 
-from fashion_jax import distributed
-from fashion_jax.clusters import Launcher, detect
 from fashion_jax.config import ConfigError
-from fashion_jax.history import read_history
-from fashion_jax.model_io import load_model
-from fashion_jax.numerics import leaf_name
-from fashion_jax.workdir import WorkdirLock
+from fashion_jax.runtime import distributed
+from fashion_jax.runtime.clusters import Launcher, detect
+from fashion_jax.runtime.numerics import leaf_name
+from fashion_jax.storage.history import read_history
+from fashion_jax.storage.model_files import load_model
+from fashion_jax.storage.workdir import WorkdirLock
 
 SRUN_TASK = {  # what srun sets for task 1 of a 2-task step (besides much else)
     "SLURM_JOB_ID": "4242",

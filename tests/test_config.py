@@ -10,7 +10,6 @@ import re
 import pytest
 
 from fashion_jax import config as config_lib
-from fashion_jax import config_json
 from fashion_jax.config import (
     DEFAULT_LEARNING_RATES,
     MODEL_DEFAULTS,
@@ -21,8 +20,9 @@ from fashion_jax.config import (
     model_config,
     preset,
 )
-from fashion_jax.models import MODELS
-from fashion_jax.optim import OPTIMIZERS
+from fashion_jax.model.models import MODELS
+from fashion_jax.model.optim import OPTIMIZERS
+from fashion_jax.storage import config_json
 
 
 def test_registries_and_config_name_the_same_models_and_optimizers():

@@ -15,10 +15,13 @@ import numpy as np
 import pytest
 from conftest import require_real_data
 
-from fashion_jax import batching, cv, data, evaluate, splits, steps
 from fashion_jax.config import ModelConfig, TrainConfig, model_config
-from fashion_jax.models import build_model, init_params
-from fashion_jax.optim import make_optimizer
+from fashion_jax.data.dataset import batching, splits
+from fashion_jax.data.dataset import dataset as data
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.model.optim import make_optimizer
+from fashion_jax.model.state import create_train_state, epoch_sums
+from fashion_jax.training import cv, evaluate, steps
 
 REAL_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -51,10 +54,10 @@ def lone_folds(
     params, accuracies = [], []
     init = reference_init(config.model, config.seed)  # the same for every fold, as in the CV
     for tr, va in folds_rows:
-        state = steps.create_train_state(init, tx)
+        state = create_train_state(init, tx)
         for epoch in range(config.epochs):
             order = batching.padded_order(tr[batching.epoch_order(len(tr), config.seed, epoch)], bs)
-            acc = steps.epoch_sums(len(tr))
+            acc = epoch_sums(len(tr))
             for _ in range(-(-len(tr) // bs)):
                 state, acc, _ = step(state, acc, order, x, y)
         params.append(state.params)
@@ -170,7 +173,7 @@ def test_chapter_target_on_full_training_set(real_train):
 
 SHARDED = """
 import json, sys, jax, numpy as np
-from fashion_jax import cv
+from fashion_jax.training import cv
 x, y = np.load(sys.argv[1]), np.load(sys.argv[2])
 r = cv.cross_validate(cv.cv_config("logreg", batch_size=32), x, y, 3)
 leaf = jax.tree.leaves(r.params)[0]

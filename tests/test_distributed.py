@@ -24,8 +24,8 @@ import numpy as np
 import pytest
 from conftest import require_real_data
 
-from fashion_jax import distributed
 from fashion_jax.config import ConfigError
+from fashion_jax.runtime import distributed
 
 TOL = 1e-5
 LEADER_FILES = {
@@ -50,7 +50,7 @@ def idx_bytes(array: np.ndarray) -> bytes:
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     """640 train rows (512 train / 128 val after the split) and 200 test rows of the real data."""
-    from fashion_jax.data import FILES, load_split
+    from fashion_jax.data.dataset import FILES, load_split
 
     require_real_data()
     splits = {split: load_split(split) for split in FILES}
@@ -248,9 +248,9 @@ EQUIVALENCE = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from fashion_jax.config import RunOptions, TrainConfig, model_config
-    from fashion_jax.data import load_dataset
-    from fashion_jax.models import build_model, init_params
-    from fashion_jax.train import fit
+    from fashion_jax.data.dataset import load_dataset
+    from fashion_jax.model.models import build_model, init_params
+    from fashion_jax.training.loop import fit
 
     data_dir, out = sys.argv[1], sys.argv[2]
     assert len(jax.devices()) == 4, jax.devices()
@@ -377,9 +377,11 @@ RESTORE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     import jax, numpy as np
-    from fashion_jax import checkpoint as ckpt, model_io, steps
-    from fashion_jax.models import init_params
-    from fashion_jax.optim import make_optimizer
+    from fashion_jax.storage import checkpoint as ckpt
+    from fashion_jax.storage import model_files
+    from fashion_jax.training import steps
+    from fashion_jax.model.models import init_params
+    from fashion_jax.model.optim import make_optimizer
 
     assert len(jax.devices()) == 1 and jax.process_count() == 1
     flat = lambda tree: {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(v)
@@ -387,10 +389,10 @@ RESTORE = textwrap.dedent("""
     out = {}
     for wd in sys.argv[2:]:
         # the evaluate/predict path: best/ params
-        config, model, best = model_io.load_model(wd)
-        like = steps.create_train_state(init_params(model, config.seed), make_optimizer(config, 1))
+        config, model, best = model_files.load_model(wd)
+        like = create_train_state(init_params(model, config.seed), make_optimizer(config, 1))
         restored = ckpt.RunCheckpoints(Path(wd), read_only=True).restore_state(
-            {"train": like, "sums": steps.epoch_sums(1)})   # the --resume path: latest full state
+            {"train": like, "sums": epoch_sums(1)})   # the --resume path: latest full state
         assert restored is not None, f"{wd}: no full-state checkpoint"
         tree, meta = restored[0], restored[1]
         name = Path(wd).name
@@ -456,7 +458,7 @@ HELPERS = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from fashion_jax import distributed
+    from fashion_jax.runtime import distributed
     from fashion_jax.config import ConfigError
 
     assert distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))

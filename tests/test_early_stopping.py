@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fashion_jax import early_stopping as es
-from fashion_jax.early_stopping import StopRule, StopState
+from fashion_jax.training import early_stopping as es
+from fashion_jax.training.early_stopping import StopRule, StopState
 
 NAN = float("nan")
 

@@ -26,20 +26,23 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from fashion_jax import checkpoint as ckpt
-from fashion_jax import cli, model_io, steps
+from fashion_jax import cli
 from fashion_jax import files as files_lib
-from fashion_jax import history as history_lib
-from fashion_jax import resume as resume_lib
-from fashion_jax import run as run_lib
-from fashion_jax import weights as weights_lib
-from fashion_jax.batching import epoch_order, padded_order
-from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, model_config
-from fashion_jax.data import FashionMNIST
-from fashion_jax.models import build_model, init_params
-from fashion_jax.optim import make_optimizer
-from fashion_jax.train import NonFiniteLossError, WorkdirError, fit
+from fashion_jax.data.batching import epoch_order, padded_order
+from fashion_jax.data.dataset import FashionMNIST
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.model.optim import make_optimizer
+from fashion_jax.model.state import create_train_state, epoch_sums
+from fashion_jax.storage import checkpoint as ckpt
+from fashion_jax.storage import history as history_lib
+from fashion_jax.storage import model_files
+from fashion_jax.storage import weights as weights_lib
+from fashion_jax.storage.checkpoint import CheckpointError
+from fashion_jax.training import resume as resume_lib
+from fashion_jax.training import run as run_lib
+from fashion_jax.training import steps
+from fashion_jax.training.loop import NonFiniteLossError, WorkdirError, fit
 
 # 512 rows / 32 = 16 steps an epoch: checkpoints/16 and checkpoints/32, best/1 and best/2.
 CONFIG = TrainConfig(
@@ -94,7 +97,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, list[str]]:
 def templates(config: TrainConfig, n_train: int):
     model = build_model(config.model)
     tx = make_optimizer(config, config.epochs * -(-n_train // config.batch_size))
-    return steps.create_train_state(init_params(model, config.seed), tx), steps.epoch_sums(n_train)
+    return create_train_state(init_params(model, config.seed), tx), epoch_sums(n_train)
 
 
 def restore(workdir: Path, config: TrainConfig = CONFIG, n_train: int = 512):
@@ -417,9 +420,9 @@ def test_restore_never_unpickles(run, monkeypatch):
         np, "load", lambda *a, **k: real_np_load(*a, **{**k, "allow_pickle": False})
     )
     assert restore(run)[3] == 32
-    model_io.load_model(run)
+    model_files.load_model(run)
     shutil.rmtree(run / "best")
-    model_io.load_model(run)  # params from the full state
+    model_files.load_model(run)  # params from the full state
 
 
 def test_explicit_single_device_sharding_restores_with_an_abstract_target(tmp_path):
@@ -443,14 +446,14 @@ def test_a_runs_checkpoints_name_no_device_and_restore_anywhere(run):
     with ocp.StandardCheckpointer() as reader:
         params = reader.restore(best)
     assert all(isinstance(x, np.ndarray) for x in jax.tree.leaves(params))
-    assert same_tree(params, model_io.load_model(run)[2])
+    assert same_tree(params, model_files.load_model(run)[2])
 
 
 def test_gpu_saved_checkpoint_restores_on_cpu_through_the_abstract_target(run):
     """Device arrays saved on a GPU host (as multi-process runs save them) name "cuda:0": restoring
     as the files say needs that GPU; restoring against the abstract target places them here."""
     best = run / "best" / str(steps_in(run / "best")[-1]) / "params"
-    trained = model_io.load_model(run)[2]
+    trained = model_files.load_model(run)[2]
     with ocp.StandardCheckpointer() as writer:
         writer.save(best, jax.device_put(trained), force=True)
     for sharding_file in run.rglob("_sharding"):
@@ -458,7 +461,7 @@ def test_gpu_saved_checkpoint_restores_on_cpu_through_the_abstract_target(run):
     with ocp.StandardCheckpointer() as reader, pytest.raises(ValueError):
         reader.restore(best)
     (run / "params.msgpack").unlink()  # readers take best/ itself
-    assert same_tree(model_io.load_model(run)[2], trained)
+    assert same_tree(model_files.load_model(run)[2], trained)
     assert restore(run)[3] == 32
 
 
@@ -504,13 +507,13 @@ def test_nan_in_the_second_epoch_keeps_the_last_good_and_best_checkpoints(
     workdir = tmp_path / "run"
     fit(dataclasses.replace(CONFIG, epochs=1), data, workdir, RunOptions(quiet=True))
     good = restore(workdir)
-    best_before = model_io.load_model(workdir)[2]
+    best_before = model_files.load_model(workdir)[2]
     with pytest.raises(NonFiniteLossError) as info:
         fit(CONFIG, with_bad_label(data, monkeypatch), workdir, RunOptions(resume=True, quiet=True))
     assert one_line(info.value).startswith("non-finite loss at epoch 2, step ")
     after = restore(workdir)
     assert after[3] == 16 and same_tree(after[0], good[0])
-    assert same_tree(model_io.load_model(workdir)[2], best_before)
+    assert same_tree(model_files.load_model(workdir)[2], best_before)
     assert len(history_lib.read_history(workdir / "history.jsonl")) == 1
 
 
@@ -563,12 +566,12 @@ def applied_update_means(config: TrainConfig, data: FashionMNIST, epochs: int) -
     n = len(data.train_y)
     model, tx = build_model(config.model), make_optimizer(config, epochs * (n // config.batch_size))
     step = jax.jit(steps.train_step_fn(model, tx, config.seed, config.batch_size))
-    state = steps.create_train_state(init_params(model, config.seed), tx)
+    state = create_train_state(init_params(model, config.seed), tx)
     images, labels = jax.device_put(data.train_x), jax.device_put(data.train_y.astype(np.int32))
     means = []
     for epoch in range(epochs):
         sums, order = (
-            steps.epoch_sums(n),
+            epoch_sums(n),
             padded_order(epoch_order(n, config.seed, epoch), config.batch_size),
         )
         total, rows = 0.0, 0

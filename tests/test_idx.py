@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fashion_jax.idx import IDX_DTYPES, OFFICIAL_SHA256, DataError, load_idx, read_idx, sha256_of
+from fashion_jax.data.idx import (
+    IDX_DTYPES,
+    OFFICIAL_SHA256,
+    DataError,
+    load_idx,
+    read_idx,
+    sha256_of,
+)
 
 FUZZ = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

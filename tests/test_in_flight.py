@@ -16,10 +16,10 @@ import textwrap
 
 import numpy as np
 
-from fashion_jax import steps
 from fashion_jax.config import RunOptions, TrainConfig, model_config
-from fashion_jax.data import FashionMNIST
-from fashion_jax.train import fit
+from fashion_jax.data.dataset import FashionMNIST
+from fashion_jax.training import steps
+from fashion_jax.training.loop import fit
 
 
 class Marker:
@@ -72,7 +72,7 @@ TWO_DEVICES = textwrap.dedent("""
     import sys
     import jax
     from fashion_jax.config import RunOptions, TrainConfig, model_config
-    from fashion_jax.train import fit
+    from fashion_jax.training.loop import fit
     sys.path.insert(0, sys.argv[2])
     from test_in_flight import synthetic
 

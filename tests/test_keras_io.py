@@ -21,11 +21,11 @@ from conftest import require_real_data
 from test_cli import run_main
 
 from fashion_jax import config as config_lib
-from fashion_jax import keras_h5, keras_io
-from fashion_jax.evaluate import predict_logits
-from fashion_jax.keras_h5 import KerasFileError, KerasLayer, KerasModel
-from fashion_jax.model_io import load_model, save_model
-from fashion_jax.models import build_model, init_params
+from fashion_jax.interop import keras_h5, keras_io
+from fashion_jax.interop.keras_h5 import KerasFileError, KerasLayer, KerasModel
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.storage.model_files import load_model, save_model
+from fashion_jax.training.evaluate import predict_logits
 
 keras = keras_io.load_keras()
 L = keras.layers

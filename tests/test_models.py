@@ -13,7 +13,7 @@ import pytest
 
 from fashion_jax.chapter import shapes
 from fashion_jax.config import ModelConfig, model_config
-from fashion_jax.models import (
+from fashion_jax.model.models import (
     CONV_LAYERS,
     MODELS,
     SingleChannelConv,

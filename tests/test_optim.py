@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fashion_jax.config import DEFAULT_LEARNING_RATES, TrainConfig
-from fashion_jax.optim import OPTIMIZERS, learning_rate, make_optimizer
+from fashion_jax.model.optim import OPTIMIZERS, learning_rate, make_optimizer
 
 
 def sgd_updates(config: TrainConfig, total_steps: int, steps: int) -> list[float]:

@@ -12,14 +12,15 @@ import pytest
 from matplotlib.image import imread
 from PIL import Image
 
-from fashion_jax import evaluate, inspection
-from fashion_jax import plots as viz
 from fashion_jax.config import RunOptions, TrainConfig, model_config
-from fashion_jax.data import FashionMNIST
-from fashion_jax.history import write_history
-from fashion_jax.model_io import save_model
-from fashion_jax.models import build_model, init_params
-from fashion_jax.train import fit
+from fashion_jax.data.dataset import FashionMNIST
+from fashion_jax.inference import inspection
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.storage.history import write_history
+from fashion_jax.storage.model_files import save_model
+from fashion_jax.training import evaluate
+from fashion_jax.training.loop import fit
+from fashion_jax.viz import plots as viz
 
 pytestmark = pytest.mark.realdata
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

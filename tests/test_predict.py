@@ -13,10 +13,10 @@ from PIL import Image
 from test_cli import assert_one_error_line, last_json, run_main, run_process, synthetic
 from test_preprocess import BAD_BYTES, garment, photo
 
-from fashion_jax.data import CLASS_NAMES
-from fashion_jax.model_io import load_model
-from fashion_jax.predict import Predictor
-from fashion_jax.preprocess import prepare_file
+from fashion_jax.data.dataset import CLASS_NAMES
+from fashion_jax.inference.predictor import Predictor
+from fashion_jax.inference.preprocess import prepare_file
+from fashion_jax.storage.model_files import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 from make_photos import make_photos  # noqa: E402

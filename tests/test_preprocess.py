@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fashion_jax import preprocess
 from fashion_jax.config import PREPROCESS_MODES
-from fashion_jax.preprocess import (
+from fashion_jax.inference import preprocess
+from fashion_jax.inference.preprocess import (
     MAX_PIXELS,
     ImageError,
     convert,

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fashion_jax import program_cache
-from fashion_jax.compile import compile_hot
 from fashion_jax.config import RunOptions, preset
-from fashion_jax.train import fit
+from fashion_jax.runtime import program_cache
+from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.training.loop import fit
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 A run killed with SIGKILL at any moment (mid-epoch, between epochs, during a checkpoint write),
 or stopped by SIGINT/SIGTERM, and then resumed with --resume, must leave exactly the same bits as
 an uninterrupted run: best params, newest full state, history.jsonl and result.json metrics
-(`fashion_jax.workdir.fingerprint`). experiments/soak_resume.py does the same at random moments.
+(`fashion_jax.storage.workdir.fingerprint`). experiments/soak_resume.py does the same at random
+moments.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import numpy as np
 import pytest
 from conftest import require_real_data
 
-from fashion_jax.model_io import load_model
-from fashion_jax.workdir import fingerprint
+from fashion_jax.storage.model_files import load_model
+from fashion_jax.storage.workdir import fingerprint
 
 # About 10 training processes on the real data; `make test` runs them.
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]

@@ -19,11 +19,11 @@ import pytest
 from serve_helpers import photos, png_bytes, saved_model, small_cnn, start_server
 from test_cli import odd_workdir, run_main
 
-from fashion_jax import serve
-from fashion_jax.inspection import feature_maps
-from fashion_jax.model_io import load_model
-from fashion_jax.model_service import ModelService
-from fashion_jax.preprocess import prepare_bytes
+from fashion_jax.cli.commands import serve
+from fashion_jax.inference.inspection import feature_maps
+from fashion_jax.inference.preprocess import prepare_bytes
+from fashion_jax.serve.service import ModelService
+from fashion_jax.storage.model_files import load_model
 
 LIMIT_MB = 0.25  # the servers here refuse uploads over 256 KiB
 LIMIT = int(LIMIT_MB * (1 << 20))

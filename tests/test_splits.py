@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fashion_jax.splits import kfold_indices, split_indices
+from fashion_jax.data.splits import kfold_indices, split_indices
 
 # From sklearn 1.9.1: train_test_split(np.arange(60000), test_size=0.2, random_state=42).
 SKLEARN_TRAIN_HEAD = [48572, 38696, 13611, 35213, 31766, 57477, 9165, 21399]

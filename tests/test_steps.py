@@ -11,11 +11,13 @@ import numpy as np
 import optax
 import pytest
 
-from fashion_jax import batching, evaluate, steps
-from fashion_jax.batching import epoch_order
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.models import build_model, init_params
-from fashion_jax.optim import OPTIMIZERS, make_optimizer
+from fashion_jax.data.batching import epoch_order
+from fashion_jax.data.dataset import batching
+from fashion_jax.model.models import build_model, init_params
+from fashion_jax.model.optim import OPTIMIZERS, make_optimizer
+from fashion_jax.model.state import create_train_state, epoch_sums
+from fashion_jax.training import evaluate, steps
 
 
 def device_split(data, n: int, start: int = 0):
@@ -52,10 +54,10 @@ def steps_on_one_batch(model, params, tx, data, n: int):
     step = steps.make_train_step(model, tx, seed=0, batch_size=64)
     x, y = device_split(data, 64)
     order = jnp.arange(64, dtype=jnp.int32)
-    state = steps.create_train_state(copy_tree(params), tx)
+    state = create_train_state(copy_tree(params), tx)
     losses = []
     for _ in range(n):  # a fresh accumulator each time: position 0, the same batch again
-        state, _, metrics = step(state, steps.epoch_sums(64), order, x, y)
+        state, _, metrics = step(state, epoch_sums(64), order, x, y)
         losses.append(float(metrics["loss"]))
     return state, losses
 
@@ -112,7 +114,7 @@ def test_a_whole_epoch_with_a_partial_last_batch_compiles_once_and_counts_every_
     x, y = device_split(small_data, n)
     order = jax.device_put(batching.padded_order(epoch_order(n, 0, 0), batch_size))
     assert order.shape == (128,)
-    state, acc = steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n)
+    state, acc = create_train_state(copy_tree(params), tx), epoch_sums(n)
     steps_per_epoch = -(-n // batch_size)
     for _ in range(steps_per_epoch):
         state, acc, _ = step(state, acc, order, x, y)
@@ -134,9 +136,7 @@ def test_padded_rows_are_masked_out_of_loss_gradient_and_counts(small_data, logr
     tx = optax.sgd(0.5)
     step = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=batch_size))
     order = jnp.arange(batch_size, dtype=jnp.int32)
-    state, acc, metrics = step(
-        steps.create_train_state(params, tx), steps.epoch_sums(n), order, x, y
-    )
+    state, acc, metrics = step(create_train_state(params, tx), epoch_sums(n), order, x, y)
     want = reference_loss(model, params, small_data.train_x[:n], small_data.train_y[:n])
     assert float(metrics["loss"]) == pytest.approx(want, rel=1e-6)
     assert float(metrics["loss"]) != pytest.approx(
@@ -156,7 +156,7 @@ def test_padded_rows_are_masked_out_of_loss_gradient_and_counts(small_data, logr
     # The update equals a step on exactly the n real rows, without any padding.
     exact = jax.jit(steps.train_step_fn(model, tx, seed=0, batch_size=n))
     exact_state, _, exact_metrics = exact(
-        steps.create_train_state(params, tx), steps.epoch_sums(n), order[:n], x, y
+        create_train_state(params, tx), epoch_sums(n), order[:n], x, y
     )
     assert float(exact_metrics["loss"]) == pytest.approx(float(metrics["loss"]), rel=1e-6)
     for got, ref in zip(jax.tree.leaves(state.params), jax.tree.leaves(exact_state.params)):
@@ -171,12 +171,10 @@ def test_multi_step_call_matches_single_steps(small_data, logreg):
     order = jax.device_put(batching.padded_order(epoch_order(n, 1, 0), batch_size))
     single = steps.make_train_step(model, tx, seed=0, batch_size=batch_size)
     multi = steps.make_train_step(model, tx, seed=0, batch_size=batch_size, steps_per_call=k)
-    s1, a1 = steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n)
+    s1, a1 = create_train_state(copy_tree(params), tx), epoch_sums(n)
     for _ in range(k):
         s1, a1, m1 = single(s1, a1, order, x, y)
-    s2, a2, m2 = multi(
-        steps.create_train_state(copy_tree(params), tx), steps.epoch_sums(n), order, x, y
-    )
+    s2, a2, m2 = multi(create_train_state(copy_tree(params), tx), epoch_sums(n), order, x, y)
     assert int(s2.step) == int(s1.step) == k
     assert int(a2.count) == int(a1.count) == n and int(a2.correct) == int(a1.correct)
     assert float(a2.loss_sum) == pytest.approx(float(a1.loss_sum), rel=1e-5)
@@ -198,10 +196,8 @@ def test_dropout_key_is_fold_in_of_seed_and_global_step(small_data):
     step = jax.jit(steps.train_step_fn(model, tx, seed=seed, batch_size=batch_size))
 
     def loss_at(fn, global_step: int) -> float:
-        state = steps.create_train_state(params, tx).replace(
-            step=jnp.asarray(global_step, jnp.int32)
-        )
-        return float(fn(state, steps.epoch_sums(batch_size), order, x, y)[2]["loss"])
+        state = create_train_state(params, tx).replace(step=jnp.asarray(global_step, jnp.int32))
+        return float(fn(state, epoch_sums(batch_size), order, x, y)[2]["loss"])
 
     root = jax.random.fold_in(jax.random.key(seed), steps.DROPOUT_STREAM)
     losses = {}

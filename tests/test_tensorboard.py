@@ -16,11 +16,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboardX import SummaryWriter
 from test_cli import run_main
 
-from fashion_jax import run as run_lib
-from fashion_jax import tensorboard
 from fashion_jax.config import ConfigError, RunOptions, TrainConfig, model_config
-from fashion_jax.history import read_history
-from fashion_jax.train import TrainingInterrupted, fit
+from fashion_jax.storage.history import read_history
+from fashion_jax.training import run as run_lib
+from fashion_jax.training import tensorboard
+from fashion_jax.training.loop import TrainingInterrupted, fit
 
 ON = RunOptions(quiet=True, tensorboard=True)
 TAGS = ("loss", "accuracy", "val_loss", "val_accuracy")

@@ -17,15 +17,16 @@ import optax
 import pytest
 from jax._src import dispatch
 
-from fashion_jax import evaluate, model_io
-from fashion_jax import history as history_lib
-from fashion_jax import run as run_lib
-from fashion_jax.checkpoint import CheckpointError
 from fashion_jax.config import RunOptions, TrainConfig, model_config
-from fashion_jax.config_json import load_json
-from fashion_jax.data import FashionMNIST
-from fashion_jax.models import build_model
-from fashion_jax.train import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
+from fashion_jax.data.dataset import FashionMNIST
+from fashion_jax.model.models import build_model
+from fashion_jax.storage import history as history_lib
+from fashion_jax.storage import model_files
+from fashion_jax.storage.checkpoint import CheckpointError
+from fashion_jax.storage.config_json import load_json
+from fashion_jax.training import evaluate
+from fashion_jax.training import run as run_lib
+from fashion_jax.training.loop import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
 
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 HISTORY_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
@@ -165,7 +166,7 @@ def test_resumed_run_equals_an_uninterrupted_run_bitwise(resumed_run, four_epoch
     assert resumed.history == straight.history
     assert resumed.best_epoch == straight.best_epoch
     assert leaves_equal(resumed.params, straight.params)
-    _, _, resumed_best = model_io.load_model(resumed_dir)
+    _, _, resumed_best = model_files.load_model(resumed_dir)
     assert leaves_equal(resumed_best, straight.params)
 
 
@@ -241,13 +242,13 @@ def test_early_stopping_restores_the_best_params(workdirs, small_data):
     assert result.val_loss == pytest.approx(best["val_loss"], rel=1e-6)
     assert result.val_accuracy == best["val_accuracy"]
     assert step_numbers(workdir / "best") == [result.best_epoch]
-    _, _, stored = model_io.load_model(workdir)
+    _, _, stored = model_files.load_model(workdir)
     assert leaves_equal(stored, result.params)
     # ...and not the last epoch's, which the latest full state holds.
     no_best = workdirs / "early-without-best"
     shutil.copytree(workdir, no_best)
     shutil.rmtree(no_best / "best")
-    _, _, latest = model_io.load_model(no_best)
+    _, _, latest = model_files.load_model(no_best)
     assert not leaves_equal(latest, result.params)
     assert val_metrics(config, latest, tiny)["loss"] == pytest.approx(last["val_loss"], rel=1e-6)
 
@@ -292,7 +293,7 @@ def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(
     assert [row["epoch"] for row in rows] == [1]
     assert step_numbers(workdir / "best") == [1]
     assert step_numbers(workdir / "checkpoints") == [16]
-    _, _, best = model_io.load_model(workdir)
+    _, _, best = model_files.load_model(workdir)
     assert all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(best))
     assert val_metrics(config, best, small_data)["loss"] == pytest.approx(
         rows[0]["val_loss"], rel=1e-6
@@ -330,7 +331,7 @@ def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
 
 
 def test_an_empty_training_set_is_a_data_error(small_data, tmp_path):
-    from fashion_jax.idx import DataError
+    from fashion_jax.data.idx import DataError
 
     empty = FashionMNIST(
         small_data.train_x[:0],
@@ -413,7 +414,7 @@ def test_checkpoints_at_end_trains_the_same_and_saves_only_the_returned_params(
     )
     assert step_numbers(workdir / "checkpoints") == []  # nothing to resume from
     assert step_numbers(workdir / "best") == [result.best_epoch]
-    config, _, params = model_io.load_model(workdir)  # evaluate/predict find the model as usual
+    config, _, params = model_files.load_model(workdir)  # evaluate/predict find the model as usual
     assert config == mlp_config(4) and leaves_equal(params, result.params)
 
 

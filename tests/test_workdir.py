@@ -10,10 +10,15 @@ import sys
 
 import pytest
 
-from fashion_jax import config_json
-from fashion_jax.checkpoint import CheckpointError, CheckpointMismatch
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.workdir import RESUMABLE_CHANGES, WorkdirError, WorkdirLock, check_workdir_config
+from fashion_jax.storage import config_json
+from fashion_jax.storage.checkpoint import CheckpointError, CheckpointMismatch
+from fashion_jax.storage.workdir import (
+    RESUMABLE_CHANGES,
+    WorkdirError,
+    WorkdirLock,
+    check_workdir_config,
+)
 
 BASE = TrainConfig(model=model_config("mlp", dropout=0.2), optimizer="adam", epochs=4, patience=2)
 # One other valid value for every TrainConfig field (the model is checked apart).
@@ -122,7 +127,8 @@ def test_the_lock_dies_with_its_process(tmp_path):
 
 
 HOLD_LOCK = (
-    "import sys, time; from pathlib import Path; from fashion_jax.workdir import WorkdirLock; "
+    "import sys, time; from pathlib import Path; "
+    "from fashion_jax.storage.workdir import WorkdirLock; "
     "WorkdirLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(120)"
 )
 

@@ -1,0 +1,25 @@
+"""`fashion-jax` command line: parse the flags (cli_flags.py), then run the command (dispatch.py).
+
+Every command takes --json: its last stdout line is one JSON object. Bad input ends with one
+`error: ...` line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fashion_jax.cli.parser import CliError, build_parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except CliError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    # Imported here, not at the top: it brings JAX, Flax and Orbax, which --help never needs.
+    from fashion_jax.cli import dispatch
+
+    return dispatch.run(args, argv)

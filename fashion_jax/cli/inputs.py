@@ -1,0 +1,26 @@
+"""One module per `fashion-jax` command, each importing only what its command needs.
+
+commands.COMMANDS names each handler as "module:function"; the dispatcher imports the module when
+its command runs, so `predict` never loads Orbax or the training loop, and `--help` loads no JAX.
+What several handlers share (the data and config flags) lives here.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from fashion_jax import config as config_lib
+from fashion_jax.cli.config_flags import CONFIG_CLASSES, given
+from fashion_jax.cli.parser import CliError
+from fashion_jax.data.dataset import FashionMNIST, load_dataset
+
+
+def load_data(args: argparse.Namespace, subset: int | None = None) -> FashionMNIST:
+    if subset is not None and subset < 1:
+        raise CliError(f"--subset must be positive, got {subset}")
+    return load_dataset(args.data_dir, verify=not args.no_verify, subset=subset)
+
+
+def train_config(args: argparse.Namespace) -> config_lib.TrainConfig:
+    """--preset plus the flags the user typed, exactly as `config.preset(name, **flags)`."""
+    return config_lib.validate(config_lib.preset(args.preset, **given(args, *CONFIG_CLASSES)))

@@ -1,0 +1,127 @@
+"""Compiler options, chosen per backend in this one place.
+
+One-shot programs (init, epoch permutations): on XLA:CPU the default LLVM optimisation level
+spends seconds compiling each threefry/initializer program whose run time is negligible; level 0
+compiles it ~4x faster. Integer random bits are identical at any level; float draws may differ in
+the last ulp, so every path that must agree (a lone fit and a vmapped CV fold) compiles its init
+through `compile_one_shot`.
+
+Hot programs (train and eval steps): on XLA:CPU, letting YNNPACK take only the reductions (and
+leaving convolutions and dots to XLA's own kernels) made the chapter's CNN step ~15% faster on
+the 2-core machine this was measured on (experiments/BENCH.md). The option is experimental, so a
+jaxlib that does not know it compiles with its defaults instead.
+
+The persistent compilation cache (JAX's own): every program a command compiles is kept on disk, so
+the next process that runs the same command loads it instead of compiling it again. It is on for
+the CLI by default, in $XDG_CACHE_HOME/fashion_jax (else ~/.cache/fashion_jax); --no-compile-cache
+or FASHION_JAX_NO_COMPILE_CACHE=1 turns it off, and an explicit $JAX_COMPILATION_CACHE_DIR wins.
+A cache folder that cannot be used never fails a run: one warning, then plain compiles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from fashion_jax.runtime import program_cache
+
+log = logging.getLogger("fashion_jax")
+NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
+
+HOT_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+def one_shot_options() -> dict[str, Any]:
+    return {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+
+
+def hot_options() -> dict[str, Any]:
+    return dict(HOT_CPU_OPTIONS) if jax.default_backend() == "cpu" else {}
+
+
+def compile_one_shot(fn: Callable, *example_args: Any, name: str | None = None) -> Callable:
+    """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation
+    level; with a `name` that says what `fn` computes, kept in program_cache.py."""
+    return _ahead_of_time(jax.jit(fn), example_args, one_shot_options(), name)
+
+
+def compile_hot(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
+    """A `jax.jit`-wrapped step compiled ahead of time for these arguments with `hot_options()`;
+    with a `name` that says what it computes, kept in program_cache.py."""
+    return _ahead_of_time(jitted, example_args, hot_options(), name)
+
+
+def compile_default(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
+    """A `jax.jit`-wrapped function compiled ahead of time with XLA's default options; with a
+    `name` that says what it computes, kept in program_cache.py."""
+    return _ahead_of_time(jitted, example_args, {}, name)
+
+
+def _ahead_of_time(
+    jitted: Any, example_args: tuple, options: dict[str, Any], name: str | None
+) -> Any:
+    """The one path every compile takes: program_cache.py's copy when it has one, else XLA."""
+    return program_cache.compiled_or_cached(
+        name, example_args, options, lambda: _compile(jitted.lower(*example_args), options)
+    )
+
+
+def _compile(lowered: Any, options: dict[str, Any]) -> Any:
+    if options:
+        try:
+            return lowered.compile(compiler_options=options)
+        except jax.errors.JaxRuntimeError as err:  # an older or newer jaxlib without this option
+            if not any(name in str(err) for name in options):
+                raise
+    return lowered.compile()
+
+
+def cache_dir() -> Path:
+    """Where the CLI keeps compiled programs: $XDG_CACHE_HOME/fashion_jax or ~/.cache/fashion_jax"""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion_jax"
+
+
+def enable_persistent_cache(enabled: bool = True) -> str | None:
+    """Turn JAX's persistent compilation cache on (the folder in use), unless asked not to."""
+    if not enabled or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        program_cache.use_folder(None)
+        return None
+    if jax.config.jax_compilation_cache_dir:  # set by the user ($JAX_COMPILATION_CACHE_DIR)
+        folder = Path(jax.config.jax_compilation_cache_dir)
+    else:
+        folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        log.warning("compilation cache off: %s is not writable (%s)", folder, err.strerror or err)
+        return None
+    warnings.showwarning = _cache_warnings_once(warnings.showwarning)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    program_cache.use_folder(folder / "programs")
+    # Every program, however quick to compile: a command's many small ones add up to seconds.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return str(folder)
+
+
+def _cache_warnings_once(show: Callable) -> Callable:
+    """JAX warns once per unreadable cache entry, with a traceback-like source line; a damaged
+    cache is one fact for the user: say it once, in one line. JAX compiles such a program again
+    and writes it back, so the cache mends itself."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "persistent compilation cache" not in str(message):
+            return show(message, category, filename, lineno, file, line)
+        program_cache.warn_unreadable_once()
+        return None
+
+    return showwarning

@@ -1,0 +1,47 @@
+"""The one finiteness check, for device pytrees (state, checkpoints) and host values alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fashion_jax.runtime.compile import compile_hot
+
+_FLAG_PROGRAMS: dict[tuple, Any] = {}  # per tree of leaves: compiled once a process
+
+
+def _finite_flags(leaves: list[jax.Array]) -> jax.Array:
+    """One program and one transfer for the whole tree, not one per leaf; compiled ahead of time
+    under a name, so a warm process reads it from the cache instead of tracing it."""
+    key = tuple((x.shape, x.dtype, str(getattr(x, "sharding", ""))) for x in leaves)
+    if key not in _FLAG_PROGRAMS:
+        flags = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+        _FLAG_PROGRAMS[key] = compile_hot(flags, leaves, name="finite-flags")
+    return _FLAG_PROGRAMS[key](leaves)
+
+
+def leaf_name(path: tuple) -> str:
+    """A pytree key path as "params/conv0/kernel"."""
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def first_nonfinite(tree: Any) -> str | None:
+    """The name (`leaf_name`) of the first floating leaf holding NaN or Inf; None when every
+    floating leaf is finite. Integer leaves are never checked."""
+    named = [
+        (leaf_name(path), leaf)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+    ]
+    if not named:
+        return None
+    values = [leaf for _, leaf in named]
+    if any(isinstance(v, jax.Array) for v in values):
+        flags = np.asarray(_finite_flags(values))
+    else:  # host values (a metrics row, a user's array): no device round trip
+        flags = np.array([np.all(np.isfinite(np.asarray(v))) for v in values])
+    bad = np.flatnonzero(~flags)
+    return named[int(bad[0])][0] if bad.size else None
