@@ -2,7 +2,8 @@
 
 The chapter ends by plotting the first conv layer's 32 kernels and the feature maps one image
 produces in both conv layers. fashion_jax.viz.plots.plot_all does all of it from s10's workdir
-(restored with load_model, so nothing here knows the architecture), and adds the test-set confusion matrix.
+(restored with load_model, so nothing here knows the architecture), and adds the test-set
+confusion matrix.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from fashion_jax.errors import FashionJaxError
+
 NUM_CLASSES = 10
 ACTIVATION_NAMES = ("relu", "sigmoid", "tanh")
 MONITORS = ("val_loss", "val_accuracy")
@@ -70,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(FashionJaxError, ValueError):
     """A configuration value that cannot work; the message is one line."""
 
 

@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+from fashion_jax.data import batching
 from fashion_jax.data.batching import epoch_order, pad_indices, padded_order
-from fashion_jax.data.dataset import batching
 
 
 def test_epoch_order_is_a_deterministic_permutation():

@@ -22,7 +22,7 @@ import pytest
 from conftest import require_real_data
 from test_cli import run_main
 
-from fashion_jax.data.dataset import dataset as data_lib
+from fashion_jax.data import dataset as data_lib
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "CHAPTER.md"
 FULL = os.environ.get("FASHION_JAX_DOC_FULL") == "1"

@@ -16,8 +16,8 @@ import pytest
 from conftest import require_real_data
 
 from fashion_jax.config import ModelConfig, TrainConfig, model_config
-from fashion_jax.data.dataset import batching, splits
-from fashion_jax.data.dataset import dataset as data
+from fashion_jax.data import batching, splits
+from fashion_jax.data import dataset as data
 from fashion_jax.model.models import build_model, init_params
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import create_train_state, epoch_sums

@@ -13,6 +13,7 @@ import pytest
 from conftest import require_real_data
 from test_splits import SKLEARN_TRAIN_HEAD, check_folds
 
+from fashion_jax.data import dataset as data
 from fashion_jax.data.dataset import (
     CLASS_NAMES,
     FILES,
@@ -23,7 +24,6 @@ from fashion_jax.data.dataset import (
     load_split,
     resolve_source,
 )
-from fashion_jax.data.dataset import dataset as data
 from fashion_jax.data.idx import OFFICIAL_SHA256, DataError, load_idx
 from fashion_jax.data.splits import kfold_indices, split_indices
 

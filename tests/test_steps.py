@@ -12,8 +12,8 @@ import optax
 import pytest
 
 from fashion_jax.config import TrainConfig, model_config
+from fashion_jax.data import batching
 from fashion_jax.data.batching import epoch_order
-from fashion_jax.data.dataset import batching
 from fashion_jax.model.models import build_model, init_params
 from fashion_jax.model.optim import OPTIMIZERS, make_optimizer
 from fashion_jax.model.state import create_train_state, epoch_sums

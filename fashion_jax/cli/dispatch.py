@@ -16,13 +16,16 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 
 from absl import logging as absl_logging
 
+from fashion_jax.errors import is_bad_input
 from fashion_jax.runtime.compile import enable_persistent_cache
 
 EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
 # Adding a command: its handler `cmd_<name>(args) -> dict` in its own module, one line here, and
 # its subparser in cli_flags.build_parser.
 COMMANDS: dict[str, str] = {
@@ -37,19 +40,6 @@ COMMANDS: dict[str, str] = {
     "import": "fashion_jax.cli.commands.keras_files:cmd_import",
     "export": "fashion_jax.cli.commands.keras_files:cmd_export",
     "serve": "fashion_jax.cli.commands.serve:cmd_serve",
-}
-# The errors that mean bad input, by the module that defines each. A class whose module was never
-# imported cannot have been raised, so `expected_errors` names only the loaded ones: naming an
-# error never imports Orbax or the training loop into a command that does not use them.
-EXPECTED_ERRORS: dict[str, tuple[str, ...]] = {
-    "builtins": ("ValueError", "OSError"),
-    "fashion_jax.cli.parser": ("CliError",),
-    "fashion_jax.config": ("ConfigError",),
-    "fashion_jax.data.idx": ("DataError",),
-    "fashion_jax.storage.checkpoint": ("CheckpointError",),
-    "fashion_jax.storage.workdir": ("WorkdirError",),
-    "fashion_jax.training.resume": ("NonFiniteLossError",),
-    "fashion_jax.training.cv": ("NonFiniteCVError",),
 }
 INTERRUPTED = ("fashion_jax.training.resume", "TrainingInterrupted")
 
@@ -67,12 +57,6 @@ class PartialFailure(Exception):
 def loaded_class(module: str, name: str) -> type | None:
     found = sys.modules.get(module)
     return getattr(found, name) if found is not None else None
-
-
-def expected_errors() -> tuple[type, ...]:
-    """The classes of EXPECTED_ERRORS whose modules this process has imported."""
-    classes = (loaded_class(m, n) for m, names in EXPECTED_ERRORS.items() for n in names)
-    return tuple(c for c in classes if c is not None)
 
 
 def load_handler(command: str) -> Callable[[argparse.Namespace], dict]:
@@ -117,26 +101,32 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        status = failure_status(err, argv)
-        if status is None:
-            raise
-        return status
+        return failure_status(err, argv)
     if getattr(args, "json", False):
         print(json.dumps(out, sort_keys=True, default=str))
     return status
 
 
-def failure_status(err: Exception, argv: list[str] | None) -> int | None:
-    """Print the one line an expected failure gets; its exit status, or None for a bug."""
+def failure_status(err: Exception, argv: list[str] | None) -> int:
+    """Print the one line bad input gets (a bug: its traceback, then one line); the exit status."""
     interrupted = loaded_class(*INTERRUPTED)
     if interrupted is not None and isinstance(err, interrupted):
         hint = f"; resume with: {resume_command(argv)}" if getattr(err, "resumable", True) else ""
         print(f"interrupted: {err}{hint}", file=sys.stderr)
         return 128 + (getattr(err, "signum", None) or signal.SIGINT)
-    if not isinstance(err, expected_errors()) or os.environ.get("FASHION_JAX_DEBUG"):
-        return None
-    print(
-        f"error: {str(err).splitlines()[0] if str(err) else err.__class__.__name__}",
-        file=sys.stderr,
-    )
+    if not is_bad_input(err) or os.environ.get("FASHION_JAX_DEBUG"):
+        traceback.print_exception(err)
+        print(
+            f"error: internal error ({type(err).__name__}); this is a bug in fashion_jax, "
+            "please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+    print(f"error: {one_line(err)}", file=sys.stderr)
     return EXIT_BAD_INPUT
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of the error's message (its class name when it has none)."""
+    text = str(err)
+    return text.splitlines()[0] if text.strip() else type(err).__name__

@@ -12,10 +12,11 @@ from typing import Any
 
 from fashion_jax.cli.config_flags import CONFIG_CLASSES, add_dataclass_flags, describe_presets
 from fashion_jax.config import PREPROCESS_MODES, PRESETS, CVOptions, RunOptions
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime.clusters import CLUSTER_CHOICES
 
 
-class CliError(Exception):
+class CliError(FashionJaxError):
     """Raised for bad flags; printed as one line."""
 
 

@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fashion_jax.errors import FashionJaxError
+
 # Decompressed size in bytes and SHA-256 of the official Fashion-MNIST files, as published with the
 # dataset (Xiao, Rasul & Vollgraf 2017); the loader refuses anything else unless told not to verify.
 OFFICIAL_SHA256: dict[str, tuple[int, str]] = {
@@ -56,7 +58,7 @@ _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
-class DataError(ValueError):
+class DataError(FashionJaxError, ValueError):
     """A data file is missing or malformed. str() is one line: '<file>: <problem>'."""
 
     def __init__(self, path: str | os.PathLike, problem: str) -> None:

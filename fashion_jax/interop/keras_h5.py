@@ -30,8 +30,10 @@ from typing import Any
 import h5py
 import numpy as np
 
+from fashion_jax.errors import FashionJaxError
 
-class KerasFileError(ValueError):
+
+class KerasFileError(FashionJaxError, ValueError):
     """A file that is not a Keras model fashion_jax can read; the message is one line."""
 
 

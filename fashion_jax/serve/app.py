@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fashion_jax.config import PREPROCESS_MODES
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.inference.preprocess import ImageError, Prepared, prepare_bytes
 from fashion_jax.serve.service import ModelService
 
@@ -37,7 +38,7 @@ SECURITY_HEADERS = {
 }
 
 
-class BadUpload(Exception):
+class BadUpload(FashionJaxError):
     """A request the server refuses: its HTTP status and a one-line reason."""
 
     def __init__(self, status: int, message: str) -> None:

@@ -15,10 +15,11 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime.numerics import first_nonfinite
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FashionJaxError, RuntimeError):
     """A checkpoint that cannot be trusted, read or written; the message is one line."""
 
 

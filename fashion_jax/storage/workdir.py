@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 
 from fashion_jax import config as config_lib
 from fashion_jax.config import TrainConfig
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime import distributed
 from fashion_jax.storage import checkpoint as ckpt
 from fashion_jax.storage import config_json
@@ -38,7 +39,7 @@ RUN_FOLDERS = ("checkpoints", "best", "tensorboard")
 LOCK_FILE = ".lock"  # held by the one process that writes the workdir (WorkdirLock)
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(FashionJaxError, RuntimeError):
     """The workdir cannot be used as asked; the message is one line."""
 
 

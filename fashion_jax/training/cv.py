@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from fashion_jax import config as config_lib
 from fashion_jax.config import ModelConfig, TrainConfig
 from fashion_jax.data.batching import EpochOrders, permutation_fn
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.model.models import build_model, init_fn
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import EpochSums, create_train_state
@@ -37,7 +38,7 @@ from fashion_jax.training import steps
 from fashion_jax.training.cv_folds import Folds, fold_eval, fold_step, pad_rows, prepare_folds
 
 
-class NonFiniteCVError(FloatingPointError):
+class NonFiniteCVError(FashionJaxError, FloatingPointError):
     """A fold's loss became NaN or Inf; the message names the fold and step."""
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 
+from fashion_jax.errors import FashionJaxError
 from fashion_jax.model.state import EpochSums
 from fashion_jax.runtime import distributed
 from fashion_jax.runtime.numerics import first_nonfinite
@@ -31,7 +32,7 @@ log = logging.getLogger("fashion_jax")
 META_FORMAT = 2
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FashionJaxError, RuntimeError):
     """The loss became NaN or Inf; the message names the epoch and step."""
 
 
