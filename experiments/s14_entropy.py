@@ -25,8 +25,8 @@ def _dense_model(out_dir: Path, quick: bool):
     """(model, params, how) of s06's Dense model; trained here (1 epoch) when s06 has not run."""
     import dataclasses
 
-    from fashion_jax.storage.config_json import load_json
     from fashion_jax.storage.model_files import load_model
+    from fashion_jax.storage.run_files import load_json
 
     workdir = C.work_dir(out_dir, "dense")
     if (workdir / "config.json").exists() and load_json(

@@ -1,6 +1,6 @@
 """Every setting and every default, written once: the config dataclasses, the presets, checks.
 
-A workdir's `config.json` is a `TrainConfig` (written and read by config_json.py); it names the
+A workdir's `config.json` is a `TrainConfig` (storage/run_files.py); it names the
 architecture and all of its hyper-parameters, so a model restores without the caller knowing them.
 The CLI's flags are generated from these dataclasses (config_flags.py), so a field, its default and
 its help sentence live here and nowhere else. Standard library only: everything else imports this

@@ -19,9 +19,9 @@ from PIL import Image
 from fashion_jax import cli
 from fashion_jax.config import preset
 from fashion_jax.data.dataset import CLASS_NAMES
-from fashion_jax.storage.config_json import load_json
-from fashion_jax.storage.config_json import to_dict as config_to_dict
 from fashion_jax.storage.model_files import load_model
+from fashion_jax.storage.run_files import load_json
+from fashion_jax.storage.run_files import to_dict as config_to_dict
 from fashion_jax.viz import plots
 
 TRAIN_KEYS = {

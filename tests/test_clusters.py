@@ -20,8 +20,8 @@ from fashion_jax.config import ConfigError
 from fashion_jax.runtime import distributed
 from fashion_jax.runtime.clusters import Launcher, detect
 from fashion_jax.runtime.numerics import leaf_name
-from fashion_jax.storage.history import read_history
 from fashion_jax.storage.model_files import load_model
+from fashion_jax.storage.run_files import read_history
 from fashion_jax.storage.workdir import WorkdirLock
 
 SRUN_TASK = {  # what srun sets for task 1 of a 2-task step (besides much else)

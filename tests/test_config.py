@@ -22,7 +22,7 @@ from fashion_jax.config import (
 )
 from fashion_jax.model.models import MODELS
 from fashion_jax.model.optim import OPTIMIZERS
-from fashion_jax.storage import config_json
+from fashion_jax.storage import run_files
 
 
 def test_registries_and_config_name_the_same_models_and_optimizers():
@@ -46,7 +46,7 @@ def test_the_chapter_preset_is_the_chapters_final_setup():
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_is_valid_and_holds_exactly_its_entries(name):
     cfg = config_lib.validate(preset(name))
-    flat = {**config_json.to_dict(cfg), "model": cfg.model.name}
+    flat = {**run_files.to_dict(cfg), "model": cfg.model.name}
     for key, value in PRESETS[name].items():
         assert flat[key] == value, key
     untouched = {f.name for f in dataclasses.fields(TrainConfig)} - set(PRESETS[name]) - {"model"}
@@ -122,17 +122,17 @@ def test_validate_refuses_each_bad_value_in_one_line(change, match):
 
 def test_json_round_trip_and_foreign_json(tmp_path):
     cfg = preset("fast", seed=3)
-    config_json.save_json(cfg, tmp_path / "config.json")
-    assert config_json.load_json(tmp_path / "config.json") == cfg
+    run_files.save_json(cfg, tmp_path / "config.json")
+    assert run_files.load_json(tmp_path / "config.json") == cfg
     assert not (tmp_path / "config.json.tmp").exists()
     (tmp_path / "other.json").write_text('{"model": {"name": "cnn"}, "layers": 3}')
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        config_json.load_json(tmp_path / "other.json")
+        run_files.load_json(tmp_path / "other.json")
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match="not a fashion_jax config"):
-        config_json.load_json(tmp_path / "list.json")
+        run_files.load_json(tmp_path / "list.json")
     with pytest.raises(ConfigError, match="no config.json"):
-        config_json.load_json(tmp_path / "absent.json")
+        run_files.load_json(tmp_path / "absent.json")
 
 
 def test_every_field_has_a_help_sentence():
@@ -162,16 +162,16 @@ def test_every_field_has_a_help_sentence():
     ],
 )
 def test_a_hand_edited_config_is_refused_in_one_line_naming_the_key(tmp_path, edit, message):
-    raw = config_json.to_dict(preset("chapter"))
+    raw = run_files.to_dict(preset("chapter"))
     edit(raw)
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match=re.escape(message)) as err:
-        config_json.load_json(tmp_path / "config.json")
+        run_files.load_json(tmp_path / "config.json")
     assert "\n" not in str(err.value)
 
 
 def test_whole_numbers_are_fine_for_float_settings(tmp_path):
-    raw = config_json.to_dict(preset("fast"))
+    raw = run_files.to_dict(preset("fast"))
     raw["learning_rate"], raw["min_delta"] = 1, 0
     (tmp_path / "config.json").write_text(json.dumps(raw))
-    assert config_json.load_json(tmp_path / "config.json") == preset("fast", learning_rate=1.0)
+    assert run_files.load_json(tmp_path / "config.json") == preset("fast", learning_rate=1.0)

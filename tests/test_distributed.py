@@ -379,7 +379,7 @@ RESTORE = textwrap.dedent("""
     import jax, numpy as np
     from fashion_jax.storage import checkpoint as ckpt
     from fashion_jax.storage import model_files
-    from fashion_jax.training import steps
+    from fashion_jax.model.state import create_train_state, epoch_sums
     from fashion_jax.model.models import init_params
     from fashion_jax.model.optim import make_optimizer
 

@@ -35,8 +35,7 @@ from fashion_jax.model.models import build_model, init_params
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import create_train_state, epoch_sums
 from fashion_jax.storage import checkpoint as ckpt
-from fashion_jax.storage import history as history_lib
-from fashion_jax.storage import model_files
+from fashion_jax.storage import model_files, run_files
 from fashion_jax.storage import weights as weights_lib
 from fashion_jax.storage.checkpoint import CheckpointError
 from fashion_jax.training import resume as resume_lib
@@ -485,7 +484,7 @@ def test_huge_learning_rate_stops_naming_epoch_and_step_and_saves_nothing(tmp_pa
     assert steps_in(workdir / "checkpoints") == [] and steps_in(workdir / "best") == []
     assert (
         not (workdir / "history.jsonl").exists()
-        or history_lib.read_history(workdir / "history.jsonl") == []
+        or run_files.read_history(workdir / "history.jsonl") == []
     )
 
 
@@ -514,7 +513,7 @@ def test_nan_in_the_second_epoch_keeps_the_last_good_and_best_checkpoints(
     after = restore(workdir)
     assert after[3] == 16 and same_tree(after[0], good[0])
     assert same_tree(model_files.load_model(workdir)[2], best_before)
-    assert len(history_lib.read_history(workdir / "history.jsonl")) == 1
+    assert len(run_files.read_history(workdir / "history.jsonl")) == 1
 
 
 def test_overflowing_epoch_sums_stop_the_run(data, tmp_path):

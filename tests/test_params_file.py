@@ -58,7 +58,8 @@ def test_a_finished_run_has_a_copy_equal_to_its_best_params(run):
 def test_load_model_of_a_copy_imports_no_orbax_and_without_it_falls_back(run, tmp_path):
     # A workdir written before the copy existed is the run without params.msgpack.
     code = (
-        "import sys; from fashion_jax import model_io; model_files.load_model(sys.argv[1]); "
+        "import sys; from fashion_jax.storage import model_files; "
+        "model_files.load_model(sys.argv[1]); "
         "print('orbax loaded:', 'orbax.checkpoint' in sys.modules)"
     )
     old = tmp_path / "old"

@@ -16,8 +16,8 @@ from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data.dataset import FashionMNIST
 from fashion_jax.inference import inspection
 from fashion_jax.model.models import build_model, init_params
-from fashion_jax.storage.history import write_history
 from fashion_jax.storage.model_files import save_model
+from fashion_jax.storage.run_files import write_history
 from fashion_jax.training import evaluate
 from fashion_jax.training.loop import fit
 from fashion_jax.viz import plots as viz

@@ -17,7 +17,7 @@ from tensorboardX import SummaryWriter
 from test_cli import run_main
 
 from fashion_jax.config import ConfigError, RunOptions, TrainConfig, model_config
-from fashion_jax.storage.history import read_history
+from fashion_jax.storage.run_files import read_history
 from fashion_jax.training import run as run_lib
 from fashion_jax.training import tensorboard
 from fashion_jax.training.loop import TrainingInterrupted, fit

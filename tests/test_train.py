@@ -20,10 +20,9 @@ from jax._src import dispatch
 from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data.dataset import FashionMNIST
 from fashion_jax.model.models import build_model
-from fashion_jax.storage import history as history_lib
-from fashion_jax.storage import model_files
+from fashion_jax.storage import model_files, run_files
 from fashion_jax.storage.checkpoint import CheckpointError
-from fashion_jax.storage.config_json import load_json
+from fashion_jax.storage.run_files import load_json
 from fashion_jax.training import evaluate
 from fashion_jax.training import run as run_lib
 from fashion_jax.training.loop import NonFiniteLossError, TrainingInterrupted, WorkdirError, fit
@@ -91,7 +90,7 @@ def resumed_run(small_data, workdirs):
         out["interrupted"] = err
     out["saved_at_stop"] = step_numbers(workdir / "checkpoints")
     out["two"] = fit(mlp_config(2), small_data, workdir, RunOptions(resume=True, quiet=True))
-    out["history_after_two"] = history_lib.read_history(workdir / "history.jsonl")
+    out["history_after_two"] = run_files.read_history(workdir / "history.jsonl")
     out["four"] = fit(mlp_config(4), small_data, workdir, RunOptions(resume=True, quiet=True))
     return out
 
@@ -108,7 +107,7 @@ def four_epochs(small_data, workdirs):
 
 def test_fit_writes_history_result_and_config_and_draws_nothing(four_epochs):
     result, workdir = four_epochs
-    rows = history_lib.read_history(workdir / "history.jsonl")
+    rows = run_files.read_history(workdir / "history.jsonl")
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
     assert all(set(row) == HISTORY_KEYS for row in rows)
     assert all(math.isfinite(row[k]) for row in rows for k in HISTORY_KEYS)
@@ -154,7 +153,7 @@ def test_resume_continues_at_the_next_epoch_and_keeps_the_first_rows(resumed_run
     two, four, workdir = resumed_run["two"], resumed_run["four"], resumed_run["workdir"]
     assert [row["epoch"] for row in resumed_run["history_after_two"]] == [1, 2]
     assert two.history == resumed_run["history_after_two"]
-    rows = history_lib.read_history(workdir / "history.jsonl")
+    rows = run_files.read_history(workdir / "history.jsonl")
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
     assert rows[:2] == resumed_run["history_after_two"]
     assert four.epochs_run == 4 and four.history == rows
@@ -190,7 +189,7 @@ def test_mid_epoch_interrupt_and_resume_equal_a_run_with_mid_epoch_checkpoints(
         fit(config, data, stopped_dir, RunOptions(quiet=True), should_stop=StopAfter(1))
     saved = step_numbers(stopped_dir / "checkpoints")
     assert saved and 0 < saved[-1] < 101, saved
-    assert history_lib.read_history(stopped_dir / "history.jsonl") == []
+    assert run_files.read_history(stopped_dir / "history.jsonl") == []
     resumed = fit(config, data, stopped_dir, RunOptions(resume=True, quiet=True))
     # The reference checkpoints mid-epoch too; a save due at the epoch's last step (101) must not
     # collide with the epoch-end save of the same step.
@@ -289,7 +288,7 @@ def test_nan_loss_raises_naming_epoch_and_step_and_never_overwrites_best(
     assert re.search(r"epoch 2\b", message), message
     assert re.search(r"step (6|22)\b", message), message  # step 6 of epoch 2 = global step 22
     # Epoch 1 finished and is kept; nothing from epoch 2 was written.
-    rows = history_lib.read_history(workdir / "history.jsonl")
+    rows = run_files.read_history(workdir / "history.jsonl")
     assert [row["epoch"] for row in rows] == [1]
     assert step_numbers(workdir / "best") == [1]
     assert step_numbers(workdir / "checkpoints") == [16]

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fashion_jax.config import TrainConfig, model_config
-from fashion_jax.storage import config_json
+from fashion_jax.storage import run_files
 from fashion_jax.storage.checkpoint import CheckpointError, CheckpointMismatch
 from fashion_jax.storage.workdir import (
     RESUMABLE_CHANGES,
@@ -40,7 +40,7 @@ OTHER = {
 
 
 def workdir_of(tmp_path, config: TrainConfig):
-    config_json.save_json(config, tmp_path / "config.json")
+    run_files.save_json(config, tmp_path / "config.json")
     return tmp_path
 
 

@@ -1,7 +1,12 @@
-"""`fashion-jax` command line: parse the flags (cli_flags.py), then run the command (dispatch.py).
+"""The `fashion-jax` command line: the parser and its flags (parser, config_flags), the dispatcher
+that runs a command and turns its outcome into output and an exit status (dispatch), what several
+commands share (inputs), and one module per command (commands/). `main` is the entry point.
 
 Every command takes --json: its last stdout line is one JSON object. Bad input ends with one
-`error: ...` line on stderr and exit status 2, never a traceback.
+`error: ...` line on stderr and exit status 2; a bug shows its traceback and exits 1.
+
+Imports: anything in the package; `main` imports only the parser until a command runs, so
+`--help` loads no JAX.
 """
 
 from __future__ import annotations

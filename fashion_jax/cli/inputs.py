@@ -1,9 +1,4 @@
-"""One module per `fashion-jax` command, each importing only what its command needs.
-
-commands.COMMANDS names each handler as "module:function"; the dispatcher imports the module when
-its command runs, so `predict` never loads Orbax or the training loop, and `--help` loads no JAX.
-What several handlers share (the data and config flags) lives here.
-"""
+"""What several commands share: the data they load and the config their flags build."""
 
 from __future__ import annotations
 

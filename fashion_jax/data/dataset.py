@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fashion_jax.config import NUM_CLASSES
+from fashion_jax.config import NUM_CLASSES, ConfigError
 from fashion_jax.data.idx import OFFICIAL_SHA256, DataError, load_idx
 from fashion_jax.data.splits import split_indices
 
@@ -105,7 +105,7 @@ def _load_from(
     kind: str, folder: Path | None, split: str, verify: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     if split not in FILES:
-        raise ValueError(f"split must be one of {sorted(FILES)}, got {split!r}")
+        raise ConfigError(f"split must be one of {sorted(FILES)}, got {split!r}")
     if kind == "tfds":
         return _load_tfds(folder, split)
     images_path, labels_path = (_require_file(folder, name) for name in FILES[split])
@@ -232,7 +232,7 @@ def load_dataset(
     subset=N keeps the first N rows of the training part, after the split, so val is unchanged.
     """
     if subset is not None and subset < 1:
-        raise ValueError(f"subset must be a positive number of rows, got {subset}")
+        raise ConfigError(f"subset must be a positive number of rows, got {subset}")
     kind, folder = resolve_source(data_dir)
     x, y = _load_from(kind, folder, "train", verify)
     test_x, test_y = _load_from(kind, folder, "test", verify)

@@ -10,6 +10,8 @@ from math import ceil
 
 import numpy as np
 
+from fashion_jax.config import ConfigError
+
 
 def split_indices(
     n: int, val_fraction: float = 0.2, seed: int = 42, *, labels: np.ndarray | None = None
@@ -17,7 +19,7 @@ def split_indices(
     """(train_idx, val_idx), identical to sklearn's train_test_split(test_size=val_fraction,
     random_state=seed) when labels is None; stratified by labels otherwise."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = ceil(val_fraction * n)  # sklearn's _validate_shuffle_split rounds the test side up
     if labels is not None:
         return _stratified_split(np.asarray(labels), n_val, seed)
@@ -54,9 +56,9 @@ def kfold_indices(
     """(train_idx, val_idx) per fold, both sorted. Without labels this equals sklearn's
     KFold(k, shuffle=shuffle, random_state=seed); with labels every class is spread evenly."""
     if not 2 <= k <= n:
-        raise ValueError(f"need 2 <= k <= n, got k={k}, n={n}")
+        raise ConfigError(f"need 2 <= k <= n, got k={k}, n={n}")
     if labels is not None and len(labels) != n:
-        raise ValueError(f"labels has {len(labels)} entries, expected {n}")
+        raise ConfigError(f"labels has {len(labels)} entries, expected {n}")
     fold_of = _fold_assignment(n, k, seed, shuffle, labels)
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fashion_jax.config import NUM_CLASSES
+from fashion_jax.data.idx import DataError
 from fashion_jax.model.models import ACTIVATIONS, CONV_LAYERS, pixels_to_inputs
 from fashion_jax.training.evaluate import DEFAULT_BATCH, predict_logits
 
@@ -65,7 +66,7 @@ def confusion_matrix(
     one."""
     n, true = len(images), np.asarray(labels).astype(np.int64)
     if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
-        raise ValueError(
+        raise DataError(
             f"need one label in 0..{num_classes - 1} per image; "
             f"got {len(true)} labels for {n} images"
         )

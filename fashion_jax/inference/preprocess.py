@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 
-from fashion_jax.config import PREPROCESS_MODES
+from fashion_jax.config import PREPROCESS_MODES, ConfigError
 from fashion_jax.data.idx import DataError
 from fashion_jax.inference.backdrop import (
     GREY_WEIGHTS,
@@ -91,7 +91,7 @@ def prepare_file(path: str | Path, mode: str = "auto") -> Prepared:
 def prepare_bytes(data: bytes, name: str, mode: str = "auto") -> Prepared:
     """The picture in `data` (any PIL format, or a .npy array), converted as `mode` says."""
     if mode not in PREPROCESS_MODES:
-        raise ValueError(f"preprocessing must be one of {', '.join(PREPROCESS_MODES)}, got {mode}")
+        raise ConfigError(f"preprocessing must be one of {', '.join(PREPROCESS_MODES)}, got {mode}")
     if not data:
         raise ImageError(name, "empty file")
     if len(data) > MAX_BYTES:

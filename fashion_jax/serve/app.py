@@ -131,7 +131,7 @@ def build_app(
             Route("/api/model", model_info),
             Route("/api/predict", predict, methods=["POST"]),
             Route("/api/explain", explain, methods=["POST"]),
-            Mount("/", StaticFiles(packages=[("fashion_jax", "web")], html=True)),
+            Mount("/", StaticFiles(packages=[("fashion_jax.serve", "web")], html=True)),
         ],
         exception_handlers={
             BadUpload: bad_upload,

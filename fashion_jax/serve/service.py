@@ -26,7 +26,7 @@ from fashion_jax.inference.inspection import feature_maps
 from fashion_jax.inference.predictor import Predictor
 from fashion_jax.inference.preprocess import SIDE
 from fashion_jax.model.models import is_convolutional
-from fashion_jax.storage import config_json
+from fashion_jax.storage import run_files
 
 log = logging.getLogger("fashion_jax")
 
@@ -99,7 +99,7 @@ class ModelService:
             "model": config.model.name,
             "convolutional": self.convolutional,
             "classes": list(CLASS_NAMES),
-            "config": config_json.to_dict(config),
+            "config": run_files.to_dict(config),
             "filters": self._filters() if self.convolutional else None,
         }
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from fashion_jax.config import TrainConfig
 from fashion_jax.model.models import build_model, init_fn, init_params
-from fashion_jax.storage import config_json, params_file
+from fashion_jax.storage import params_file, run_files
 
 
 def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Path:
@@ -27,7 +27,7 @@ def save_model(path: str | os.PathLike, config: TrainConfig, params: Any) -> Pat
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     params_file.discard(path)
-    config_json.save_json(config, path / "config.json")
+    run_files.save_json(config, path / "config.json")
     _, weights = _orbax_storage()
     weights.save_weights(path / "params", params)
     params_file.write(path, "params", jax.device_get(params))
@@ -41,7 +41,7 @@ def load_model(path: str | os.PathLike) -> tuple[TrainConfig, nn.Module, Any]:
     if not path.is_dir():
         ckpt, _ = _orbax_storage()
         raise ckpt.CheckpointError(f"{path}: no such model folder or workdir")
-    config = config_json.load_json(path / "config.json")
+    config = run_files.load_json(path / "config.json")
     model = build_model(config.model)
     source = _newest_params_folder(path)
     if source is not None:

@@ -31,7 +31,7 @@ from fashion_jax.config import TrainConfig
 from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime import distributed
 from fashion_jax.storage import checkpoint as ckpt
-from fashion_jax.storage import config_json
+from fashion_jax.storage import run_files
 
 # What --overwrite deletes: these files and folders; nothing else in a workdir is touched.
 RUN_FILES = ("config.json", "history.jsonl", "result.json", "curves.png", "params.msgpack")
@@ -144,7 +144,7 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
                 for name in RUN_FILES:
                     (workdir / name).unlink(missing_ok=True)
             workdir.mkdir(parents=True, exist_ok=True)
-            config_json.save_json(config, workdir / "config.json")
+            run_files.save_json(config, workdir / "config.json")
     except OSError as err:
         raise WorkdirError(f"{workdir}: cannot write ({err.strerror or err})") from None
     finally:
@@ -154,7 +154,7 @@ def prepare_workdir(workdir: Path, config: TrainConfig, resume: bool, overwrite:
 def _check_ours(workdir: Path) -> None:
     """--overwrite deletes checkpoints/ and best/; only when config.json proves they are ours."""
     try:
-        config_json.load_json(workdir / "config.json")
+        run_files.load_json(workdir / "config.json")
     except config_lib.ConfigError as err:
         raise WorkdirError(
             f"{workdir}: not a fashion_jax workdir ({err}); refusing to delete anything in it"
@@ -176,13 +176,13 @@ def check_workdir_config(workdir: Path, config: TrainConfig) -> None:
                 f"{workdir} has checkpoints/ but no config.json; not a fashion_jax workdir"
             )
         return
-    saved = config_json.load_json(path)
+    saved = run_files.load_json(path)
     if saved.model != config.model:
         raise ckpt.CheckpointMismatch(
             f"{workdir} holds a {saved.model.name!r} run with another architecture; "
             "use another --workdir or --overwrite"
         )
-    old, new = config_json.to_dict(saved), config_json.to_dict(config)
+    old, new = run_files.to_dict(saved), run_files.to_dict(config)
     changed = [k for k in new if old.get(k) != new[k] and k not in RESUMABLE_CHANGES]
     if config.schedule == "cosine" and old.get("epochs") != new["epochs"]:
         changed.append("epochs (the cosine schedule spans all epochs)")

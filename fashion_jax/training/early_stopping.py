@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fashion_jax.config import ConfigError
+
 
 @dataclass(frozen=True)
 class StopRule:
@@ -29,7 +31,7 @@ class StopRule:
         if self.mode == "auto":
             return "acc" in self.monitor
         if self.mode not in ("min", "max"):
-            raise ValueError(f"early-stopping mode must be min, max or auto, got {self.mode!r}")
+            raise ConfigError(f"early-stopping mode must be min, max or auto, got {self.mode!r}")
         return self.mode == "max"
 
 

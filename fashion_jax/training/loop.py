@@ -23,7 +23,7 @@ from fashion_jax.data.batching import padded_order
 from fashion_jax.data.dataset import FashionMNIST
 from fashion_jax.model.state import EpochSums, TrainState, epoch_sums
 from fashion_jax.runtime import distributed
-from fashion_jax.storage.history import write_history
+from fashion_jax.storage.run_files import write_history
 from fashion_jax.storage.workdir import WorkdirError, writer_lock
 from fashion_jax.training import early_stopping as es
 from fashion_jax.training import resume as resume_lib

@@ -27,7 +27,7 @@ from fashion_jax.model.state import EpochSums, TrainState, create_train_state, e
 from fashion_jax.runtime import distributed
 from fashion_jax.runtime.compile import compile_one_shot
 from fashion_jax.storage import checkpoint as ckpt
-from fashion_jax.storage.history import write_history
+from fashion_jax.storage.run_files import write_history
 from fashion_jax.storage.workdir import WorkdirError, prepare_workdir
 from fashion_jax.training import early_stopping as es
 from fashion_jax.training import resume as resume_lib

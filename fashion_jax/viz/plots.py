@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import flax.linen as nn
 import numpy as np
 
+from fashion_jax.config import ConfigError
 from fashion_jax.data.dataset import CLASS_NAMES, FashionMNIST
 from fashion_jax.inference.inspection import confusion_matrix, feature_maps
 from fashion_jax.model.models import is_convolutional
-from fashion_jax.storage.history import read_history
 from fashion_jax.storage.model_files import load_model
+from fashion_jax.storage.run_files import read_history
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -209,7 +210,7 @@ def plot_all(
     workdir = Path(workdir)
     n_test = len(data.test_x)
     if not 0 <= image_index < n_test:  # checked first: no model restore for a bad argument
-        raise ValueError(
+        raise ConfigError(
             f"image_index {image_index} out of range: "
             f"the test set has {n_test} images (0..{n_test - 1})"
         )

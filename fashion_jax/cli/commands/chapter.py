@@ -6,9 +6,25 @@ import argparse
 
 from fashion_jax.chapter import shapes
 from fashion_jax.chapter.xor import xor_report
+from fashion_jax.cli.parser import CliError
 
 
 def cmd_shapes(args: argparse.Namespace) -> dict:
+    # chapter/ imports nothing of ours, so its arithmetic says "impossible layer" as ValueError;
+    # here every such value came from a flag.
+    try:
+        rows = shapes.shape_walk((args.input, args.input, args.channels), _layers(args))
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if not args.json:
+        print(shapes.format_walk(rows))
+    return {
+        "walk": [{"layer": name, "shape": list(shape)} for name, shape in rows],
+        "output": list(rows[-1][1]),
+    }
+
+
+def _layers(args: argparse.Namespace) -> list[shapes.LayerSpec]:
     if args.model == "cnn":
         layers = shapes.cnn_layers()
     else:
@@ -24,13 +40,7 @@ def cmd_shapes(args: argparse.Namespace) -> dict:
         ]
         if args.pool:
             layers.append(shapes.LayerSpec("pool", window=args.pool))
-    rows = shapes.shape_walk((args.input, args.input, args.channels), layers)
-    if not args.json:
-        print(shapes.format_walk(rows))
-    return {
-        "walk": [{"layer": name, "shape": list(shape)} for name, shape in rows],
-        "output": list(rows[-1][1]),
-    }
+    return layers
 
 
 def cmd_xor(args: argparse.Namespace) -> dict:

@@ -15,6 +15,7 @@ from fashion_jax.cli.config_flags import given
 from fashion_jax.cli.inputs import load_data, train_config
 from fashion_jax.config import RunOptions
 from fashion_jax.runtime import distributed
+from fashion_jax.storage.workdir import WorkdirError
 from fashion_jax.training.fit_result import FitResult
 from fashion_jax.training.loop import TrainingInterrupted, fit
 from fashion_jax.training.run import check_options
@@ -90,6 +91,6 @@ def draw_curves(result: FitResult) -> None:
     try:
         plots.plot_history(result.history, path, title=result.model)
     except OSError as err:
-        raise OSError(
+        raise WorkdirError(
             f"{path} not written ({err}); the run finished and is saved in {result.workdir}"
         ) from None

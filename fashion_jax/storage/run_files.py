@@ -1,4 +1,5 @@
-"""A `TrainConfig` as JSON: `config.json` in every workdir and saved model, written and read here.
+"""The JSON files of a run: `config.json` (a `TrainConfig`, in every workdir and saved model) and
+`history.jsonl` (one row per finished epoch).
 
 Apart from config.py so that the settings themselves stay free of file I/O and parsing: the
 flags, the presets and `--help` need only those, while every workdir reader needs this.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,15 @@ def load_json(path: Path) -> TrainConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a fashion_jax config")
     return from_dict(raw)
+
+
+def write_history(path: Path, history: Sequence[dict]) -> None:
+    """Rewrite the whole file atomically, so it always matches the checkpoint it came with."""
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in history))
+
+
+def read_history(path: Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
