@@ -10,7 +10,7 @@ from fashion_jax.config import CVOptions
 from fashion_jax.config_flags import given
 from fashion_jax.cv import cross_validate
 from fashion_jax.data import load_split
-from fashion_jax.handlers import train_config
+from fashion_jax.handlers import fetching, train_config
 
 
 def cmd_cv(args: argparse.Namespace) -> dict:
@@ -18,7 +18,7 @@ def cmd_cv(args: argparse.Namespace) -> dict:
     options = dataclasses.replace(CVOptions(), **given(args, CVOptions))
     if options.folds < 2:
         raise CliError(f"--folds must be at least 2, got {options.folds}")
-    images, labels = load_split("train", args.data_dir, verify=not args.no_verify)
+    images, labels = load_split("train", args.data_dir, verify=not args.no_verify, **fetching(args))
     if args.subset is not None:
         if args.subset < options.folds:
             raise CliError(f"--subset must be at least --folds, got {args.subset}")
