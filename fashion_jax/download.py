@@ -15,6 +15,7 @@ import hashlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ GZ_SHA256: dict[str, tuple[int, str]] = {
     ),
 }
 _CHUNK = 1 << 16
+# A .part file untouched this long belongs to a download that was killed (kill -9, a power cut):
+# a live one writes at least every timeout, or gives up and deletes it.
+STALE_PART_SECONDS = 3600
 
 
 class _MirrorFailed(Exception):
@@ -124,6 +128,7 @@ def fetch(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(target, f"cannot create the data folder ({_strerror(err)})") from None
+    _remove_stale_parts(target)
     files = [
         {"name": name, "bytes": GZ_SHA256[name][0], "from": None}
         if name in have
@@ -151,6 +156,14 @@ def _present(path: Path, ours: bool) -> bool:
     except OSError as err:
         raise DataError(path, f"is not the official file and cannot be deleted ({err})") from None
     return False
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    now = time.time()
+    for part in folder.glob(".*.part"):
+        with contextlib.suppress(OSError):  # another process's cleanup may have won
+            if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                part.unlink()
 
 
 def _fetch_one(path: Path, sources: Sequence[str], timeout: float, show: bool) -> dict:

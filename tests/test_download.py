@@ -220,6 +220,39 @@ def test_offline_never_touches_the_network(server, no_local_copy, monkeypatch):
     assert download.fetch()["downloaded"] == 0
 
 
+KILLABLE_FETCH = (
+    "import sys; from fashion_jax import download\n"
+    "download.fetch(sys.argv[1], sources=[sys.argv[2]], progress=False, timeout=60)\n"
+)
+
+
+def test_a_killed_download_leaves_nothing_taken_for_data(server, tmp_path):
+    fetcher = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_FETCH, str(tmp_path), f"{server.url}/stall-body/"],
+        cwd=ROOT,
+    )
+    part = tmp_path / f".{FAULTY}.{fetcher.pid}.part"
+    try:
+        deadline = time.monotonic() + 60
+        while not part.is_file():  # made once the first file is in place; then the stall
+            assert time.monotonic() < deadline and fetcher.poll() is None
+            time.sleep(0.02)
+    finally:
+        fetcher.kill()  # kill -9: no cleanup runs
+        fetcher.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [part.name, FIRST]
+    assert data.find_file(tmp_path, FAULTY.removesuffix(".gz")) is None
+    assert not download.complete(tmp_path)
+    # A later fetch completes; the dead download's part goes once it is an hour old.
+    download.fetch(tmp_path, sources=[f"{server.url}/good/"])
+    assert part.is_file()  # it might still be some live process's
+    old = time.time() - download.STALE_PART_SECONDS - 1
+    os.utime(part, (old, old))
+    download.fetch(tmp_path, sources=[f"{server.url}/good/"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(download.GZ_SHA256)
+    assert all(official(p) for p in tmp_path.iterdir())
+
+
 # ---------------------------------------------------------------- the command line
 
 
