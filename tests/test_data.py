@@ -14,6 +14,7 @@ from conftest import require_real_data
 from test_splits import SKLEARN_TRAIN_HEAD, check_folds
 
 from fashion_jax.data import dataset as data
+from fashion_jax.data import download
 from fashion_jax.data.dataset import (
     CLASS_NAMES,
     FILES,
@@ -76,9 +77,11 @@ def one_line_naming(err: pytest.ExceptionInfo, *names: str) -> str:
 
 @pytest.fixture
 def no_data(monkeypatch, tmp_path):
-    """No env var, no system folder, no TFDS folder."""
+    """No env var, no system folder, no cache folder, no TFDS folder, no downloads."""
     monkeypatch.delenv(data.ENV_VAR, raising=False)
     monkeypatch.setattr(data, "SYSTEM_DIR", tmp_path / "no-system")
+    monkeypatch.setattr(download, "cache_dir", lambda: tmp_path / "no-cache")
+    monkeypatch.setenv(download.OFFLINE_ENV, "1")
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))
 
 

@@ -40,7 +40,13 @@ def add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
         p.add_argument(
             "--data-dir",
             help="folder with the four IDX files (default: $FASHION_JAX_DATA, "
-            "then /usr/share/datasets/fashion-mnist, then TFDS)",
+            "then /usr/share/datasets/fashion-mnist, then the user cache folder, then TFDS; "
+            "else the official files are downloaded into the cache folder)",
+        )
+        p.add_argument(
+            "--offline",
+            action="store_true",
+            help="never download the data; FASHION_JAX_OFFLINE=1 does the same",
         )
         p.add_argument(
             "--no-verify", action="store_true", help="skip the SHA-256 check (custom IDX data)"
@@ -134,6 +140,12 @@ def build_parser() -> OneLineParser:
         "data", help="split sizes, class counts and a PNG of the first 10 training images"
     )
     p.add_argument("--out", default="samples.png", help="where the PNG goes (default: samples.png)")
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="only fetch the four official files, checked by SHA-256, into the user cache folder "
+        "(or --data-dir); $FASHION_JAX_MIRROR replaces the mirrors with one base URL",
+    )
     add_common(p)
 
     _add_train(sub)

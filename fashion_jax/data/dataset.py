@@ -1,4 +1,5 @@
-"""Fashion-MNIST: find the files (system folder, --data-dir, $FASHION_JAX_DATA or TFDS), load them,
+"""Fashion-MNIST: find the files (--data-dir, $FASHION_JAX_DATA, the system folder, the user cache
+folder, TFDS; else download them into the cache folder, download.py), load them,
 verify them against the official SHA-256 values (idx.OFFICIAL_SHA256), check
 shapes and labels, and split train/validation as the chapter does. NumPy only, on the host."""
 
@@ -25,10 +26,13 @@ FILES: dict[str, tuple[str, str]] = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 ENV_VAR = "FASHION_JAX_DATA"
-SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+# $FASHION_JAX_SYSTEM_DATA moves the system folder: a path with no files in it hides the apt copy
+# (tests of the download path; a machine that keeps the package elsewhere).
+SYSTEM_DIR = Path(os.environ.get("FASHION_JAX_SYSTEM_DATA") or "/usr/share/datasets/fashion-mnist")
 TFDS_NAME = "fashion_mnist"
 HOW_TO_GET = (
-    "no Fashion-MNIST data found; get it with "
+    "no Fashion-MNIST data found; download it with `fashion-jax data --download` (needs the "
+    "network: not with --offline or FASHION_JAX_OFFLINE=1), get it with "
     "`apt-get update && apt-get install -y dataset-fashion-mnist` "
     f"(files in {SYSTEM_DIR}), or prepare the TFDS dataset `{TFDS_NAME}` online, "
     f"or point --data-dir / ${ENV_VAR} at a folder holding the four IDX files (gzipped or not)"
@@ -39,22 +43,36 @@ def tfds_dir() -> Path:
     return Path(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")).expanduser()
 
 
-def resolve_source(data_dir: str | os.PathLike | None = None) -> tuple[str, Path | None]:
-    """Return (kind, folder): kind is 'data_dir', 'env', 'system' or 'tfds' (folder = TFDS data
-    dir).
+def resolve_source(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    progress: bool | None = None,
+) -> tuple[str, Path | None]:
+    """Return (kind, folder): kind is 'data_dir', 'env', 'system', 'cache' or 'tfds' (folder =
+    TFDS data dir). With download=True, a machine with none of them fetches the official files
+    into the cache folder (download.fetch; progress=None: a bar only on a terminal).
 
     An explicit data_dir or $FASHION_JAX_DATA that is not a folder is an error, not a reason to
     silently read some other copy of the data.
     """
+    from fashion_jax.data import download as downloads  # pooch only when the system folder is empty
+
     if data_dir is not None:
         return "data_dir", _require_dir(data_dir, "data_dir / --data-dir")
     if os.environ.get(ENV_VAR):
         return "env", _require_dir(os.environ[ENV_VAR], f"${ENV_VAR}")
     if all(find_file(SYSTEM_DIR, name) for pair in FILES.values() for name in pair):
         return "system", SYSTEM_DIR
+    cache = downloads.cache_dir()
+    if downloads.complete(cache):
+        return "cache", cache
     if _tfds_usable(tfds_dir()):
         return "tfds", tfds_dir()
-    raise DataError("fashion-mnist", HOW_TO_GET)
+    if download and not downloads.offline():
+        downloads.fetch(cache, progress=progress)
+        return "cache", cache
+    raise DataError("fashion-mnist", f"{HOW_TO_GET}; downloads go to {cache}")
 
 
 def _require_dir(folder: str | os.PathLike, origin: str) -> Path:
@@ -94,10 +112,16 @@ def _tfds_source(root: Path):
 
 
 def load_split(
-    split: str, data_dir: str | os.PathLike | None = None, *, verify: bool = True
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    verify: bool = True,
+    download: bool = True,
+    progress: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, 28, 28) and labels uint8 (N,) of 'train' or 'test'."""
-    kind, folder = resolve_source(data_dir)
+    """Images uint8 (N, 28, 28) and labels uint8 (N,) of 'train' or 'test'; download and progress
+    as resolve_source's."""
+    kind, folder = resolve_source(data_dir, download=download, progress=progress)
     return _load_from(kind, folder, split, verify)
 
 
@@ -226,14 +250,17 @@ def load_dataset(
     seed: int = 42,
     stratify: bool = False,
     subset: int | None = None,
+    download: bool = True,
+    progress: bool | None = None,
 ) -> FashionMNIST:
     """Train/val split of the 60,000 training images (48,000/12,000 by default), test set apart.
 
     subset=N keeps the first N rows of the training part, after the split, so val is unchanged.
+    With no local copy, download=True fetches the official files (resolve_source).
     """
     if subset is not None and subset < 1:
         raise ConfigError(f"subset must be a positive number of rows, got {subset}")
-    kind, folder = resolve_source(data_dir)
+    kind, folder = resolve_source(data_dir, download=download, progress=progress)
     x, y = _load_from(kind, folder, "train", verify)
     test_x, test_y = _load_from(kind, folder, "test", verify)
     train_idx, val_idx = split_indices(len(y), val_fraction, seed, labels=y if stratify else None)

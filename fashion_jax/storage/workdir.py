@@ -12,7 +12,6 @@ Layout of a workdir (what `fit` writes):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from fashion_jax.config import TrainConfig
 from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime import distributed
 from fashion_jax.storage import checkpoint as ckpt
-from fashion_jax.storage import run_files
+from fashion_jax.storage import locking, run_files
 
 # What --overwrite deletes: these files and folders; nothing else in a workdir is touched.
 RUN_FILES = ("config.json", "history.jsonl", "result.json", "curves.png", "params.msgpack")
@@ -46,10 +45,11 @@ class WorkdirError(FashionJaxError, RuntimeError):
 class WorkdirLock:
     """An exclusive lock on a workdir for the whole life of the one process that writes it.
 
-    fcntl.flock on `workdir/.lock`: the kernel drops the lock when the process dies, however it
-    dies, so a kill -9 never leaves a stale lock behind. The file names the holder (pid, start
-    time) for the refusal message. Readers (evaluate, predict, plot) take no lock: checkpoints are
-    renamed into place only when complete, so they always read the last committed one.
+    locking.try_lock on `workdir/.lock` (flock on POSIX, msvcrt on Windows): the OS drops the lock
+    when the process dies, however it dies, so a kill -9 never leaves a stale lock behind. The
+    file names the holder (pid, start time) for the refusal message. Readers (evaluate, predict,
+    plot) take no lock: checkpoints are renamed into place only when complete, so they always read
+    the last committed one.
     """
 
     def __init__(self, workdir: Path):
@@ -61,30 +61,24 @@ class WorkdirLock:
         path = self.workdir / LOCK_FILE
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            # Read-only: flock needs no write access, and a file held open for writing would keep
-            # the filesystem from being remounted read-only under a running trainer.
-            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+            fd, locked = locking.try_lock(path)
         except OSError as err:
             raise WorkdirError(f"{self.workdir}: cannot write ({err.strerror or err})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+        if not locked:
+            holder = locking.read_holder(fd)
             os.close(fd)
             pid, since = (holder + ["?", "?"])[:2]
             message = f"{self.workdir} is in use by process {pid} (since {since})"
             raise WorkdirError(message) from None
         self._fd = fd
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        # Who holds it, for the refusal message. Written in place: replacing the file (a rename)
-        # would leave the flock on an inode that no later opener sees.
-        with contextlib.suppress(OSError), open(path, "w") as holder:
-            holder.write(f"{os.getpid()} {stamp}\n")
+        with contextlib.suppress(OSError):  # who holds it, for the refusal message
+            locking.write_holder(path, fd, f"{os.getpid()} {stamp}\n")
         return self
 
     def release(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # closing the last descriptor releases the flock
+            os.close(self._fd)  # closing the last descriptor releases the lock
             self._fd = None
 
     def __enter__(self) -> WorkdirLock:

@@ -8,7 +8,7 @@ finished (or early-stopped) run leaves behind.
 from __future__ import annotations
 
 import dataclasses
-import resource
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +42,7 @@ class FitResult:
     compile_seconds: float
     epoch_seconds: list[float]
     stopped_early: bool
-    peak_rss_mb: float
+    peak_rss_mb: float | None  # None where the OS does not say (Windows)
     processes: int  # how many processes took part (jax.process_count())
     devices: int  # the data-parallel mesh size
     history: list[dict] = field(default_factory=list)
@@ -130,6 +130,12 @@ def finish(
     return result
 
 
-def peak_rss_mb() -> float:
-    # Linux reports ru_maxrss in KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB; None where unknown (no `resource`: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is in bytes on macOS, in KiB on Linux and the BSDs
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024.0

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from fashion_jax.cli.config_flags import given
-from fashion_jax.cli.inputs import train_config
+from fashion_jax.cli.inputs import fetching, train_config
 from fashion_jax.cli.parser import CliError
 from fashion_jax.config import CVOptions
 from fashion_jax.data.dataset import load_split
@@ -18,7 +18,7 @@ def cmd_cv(args: argparse.Namespace) -> dict:
     options = dataclasses.replace(CVOptions(), **given(args, CVOptions))
     if options.folds < 2:
         raise CliError(f"--folds must be at least 2, got {options.folds}")
-    images, labels = load_split("train", args.data_dir, verify=not args.no_verify)
+    images, labels = load_split("train", args.data_dir, verify=not args.no_verify, **fetching(args))
     if args.subset is not None:
         if args.subset < options.folds:
             raise CliError(f"--subset must be at least --folds, got {args.subset}")
