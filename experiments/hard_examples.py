@@ -26,7 +26,7 @@ import optax
 
 from fashion_jax.data.dataset import load_dataset
 from fashion_jax.model.cpu_layers import SingleChannelConv, max_pool
-from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.runtime.compile import compile_ahead
 
 FRACTIONS = (1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.3)  # share of the training rows per pass
 BATCH, LEARNING_RATE = 32, 3e-3
@@ -74,12 +74,13 @@ def train(seed: int, images: jax.Array, labels: jax.Array, plain: bool) -> tuple
     model, key = StridedCNN(), jax.random.key(seed)
     params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, 28, 28)))["params"]
     state = (params, tx.init(params), jnp.full((n,), jnp.inf))  # unseen rows rank first
-    step = compile_hot(
+    step = compile_ahead(
         jax.jit(make_step(model, tx), donate_argnums=0),
         state,
         images,
         labels,
         jnp.zeros(BATCH, jnp.int32),
+        tuning="hot",
     )
     select = jax.jit(hardest, static_argnums=3)
     orders = [

@@ -23,7 +23,6 @@ from fashion_jax.data.dataset import (
     resolve_source,
 )
 from fashion_jax.data.idx import DataError
-from fashion_jax.runtime import program_cache
 
 # One persistent compilation cache for the whole session, fresh each run: the same programs (one
 # model at one batch shape) are compiled by many tests and by the subprocesses they start, which
@@ -36,16 +35,6 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_program_cache_after_a_test():
-    """A CLI test run in this process turns program_cache.py on; the next test may patch what a
-    program computes (a poisoned loss), which its name cannot see, so every test starts with it
-    off."""
-    program_cache.use_folder(None)
-    yield
-    program_cache.use_folder(None)
 
 
 def require_real_data(system_dir_only: bool = False) -> None:

@@ -72,6 +72,25 @@ def resume_command(argv: list[str] | None) -> str:
     return shlex.join(["fashion-jax", *args, *([] if "--resume" in args else ["--resume"])])
 
 
+class CacheWarningOnce(logging.Filter):
+    """JAX warns once per unreadable compilation-cache entry, with a source line, then compiles the
+    program again and writes it back: the cache mends itself, so the user needs the fact once."""
+
+    said = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "persistent compilation cache" not in record.getMessage():
+            return True
+        if self.said:
+            return False
+        self.said = True
+        record.msg, record.args = (
+            "compilation cache: an entry could not be read; compiling it again",
+            (),
+        )
+        return True
+
+
 def quiet_logs() -> None:
     warning = logging.Formatter("warning: %(message)s")
     plain = [h for h in logging.root.handlers if type(h) is logging.StreamHandler]
@@ -80,6 +99,8 @@ def quiet_logs() -> None:
             handler.setFormatter(warning)
     else:
         logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    logging.captureWarnings(True)  # Python warnings as log records, so the filter can see them
+    logging.getLogger("py.warnings").addFilter(CacheWarningOnce())
     # Orbax logs the failures of its background save threads with tracebacks; the fit loop turns
     # each into one CheckpointError line, so only a debugging session needs to see them.
     absl_logging.set_verbosity(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.runtime.compile import compile_ahead
 
 
 def pad_indices(indices: Sequence[int] | np.ndarray, length: int) -> np.ndarray:
@@ -96,7 +96,7 @@ def _compiled_permutation(n: int):
     zero = np.zeros((), np.int32)
     # One program per n (op by op, every call would dispatch dozens of tiny kernels), optimised
     # fully: it runs every epoch, and fit() compiles it before the first one (warm_epoch_order).
-    return compile_hot(jax.jit(permutation_fn(n)), zero, zero, name=f"permutation|{n}")
+    return compile_ahead(jax.jit(permutation_fn(n)), zero, zero, tuning="hot")
 
 
 def _permutation(seed: int, epoch: int, n: int):

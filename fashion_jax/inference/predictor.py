@@ -18,7 +18,7 @@ from PIL import Image
 from fashion_jax.data.dataset import CLASS_NAMES
 from fashion_jax.inference.preprocess import SIDE, ImageError, Prepared, prepare_file
 from fashion_jax.model.models import forward
-from fashion_jax.runtime.compile import compile_one_shot
+from fashion_jax.runtime.compile import compile_ahead
 from fashion_jax.storage.model_files import load_model
 
 # The one batch shape the forward pass is compiled for: a server's requests are single images, a
@@ -33,11 +33,11 @@ class Predictor:
     def __init__(self, workdir: str | Path) -> None:
         self.config, self.model, self.params = load_model(workdir)
         example = jax.ShapeDtypeStruct((PREDICT_BATCH, SIDE, SIDE), np.uint8)
-        self._probs = compile_one_shot(
-            lambda params, images: jax.nn.softmax(forward(self.model, params, images), axis=-1),
+        self._probs = compile_ahead(
+            jax.jit(lambda params, images: jax.nn.softmax(forward(self.model, params, images), -1)),
             self.params,
             example,
-            name=f"predict|{PREDICT_BATCH}|{self.config.model!r}",
+            tuning="one_shot",
         )
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:

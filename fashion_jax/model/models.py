@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from fashion_jax.config import ConfigError, ModelConfig
 from fashion_jax.model.cpu_layers import SingleChannelConv, TransposedDense, max_pool
-from fashion_jax.runtime.compile import compile_one_shot
+from fashion_jax.runtime.compile import compile_ahead
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh}
@@ -133,7 +133,7 @@ def init_params(model: nn.Module, seed: int) -> dict:
     """Parameters from a key derived by fold_in, so they depend on the seed alone."""
     # one compiled program: op-by-op init would compile every initializer primitive separately
     seed = jnp.asarray(seed, jnp.int32)
-    return compile_one_shot(init_fn(model), seed)(seed)
+    return compile_ahead(jax.jit(init_fn(model)), seed, tuning="one_shot")(seed)
 
 
 def init_fn(model: nn.Module) -> Callable[[jax.Array], dict]:

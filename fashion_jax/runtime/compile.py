@@ -4,7 +4,7 @@ One-shot programs (init, epoch permutations): on XLA:CPU the default LLVM optimi
 spends seconds compiling each threefry/initializer program whose run time is negligible; level 0
 compiles it ~4x faster. Integer random bits are identical at any level; float draws may differ in
 the last ulp, so every path that must agree (a lone fit and a vmapped CV fold) compiles its init
-through `compile_one_shot`.
+with `tuning="one_shot"`.
 
 Hot programs (train and eval steps): on XLA:CPU, letting YNNPACK take only the reductions (and
 leaving convolutions and dots to XLA's own kernels) made the chapter's CNN step ~15% faster on
@@ -22,14 +22,11 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
-
-from fashion_jax.runtime import program_cache
 
 log = logging.getLogger("fashion_jax")
 NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
@@ -45,34 +42,11 @@ def hot_options() -> dict[str, Any]:
     return dict(HOT_CPU_OPTIONS) if jax.default_backend() == "cpu" else {}
 
 
-def compile_one_shot(fn: Callable, *example_args: Any, name: str | None = None) -> Callable:
-    """`jax.jit(fn)` compiled ahead of time for these argument shapes, at a low optimisation
-    level; with a `name` that says what `fn` computes, kept in program_cache.py."""
-    return _ahead_of_time(jax.jit(fn), example_args, one_shot_options(), name)
-
-
-def compile_hot(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
-    """A `jax.jit`-wrapped step compiled ahead of time for these arguments with `hot_options()`;
-    with a `name` that says what it computes, kept in program_cache.py."""
-    return _ahead_of_time(jitted, example_args, hot_options(), name)
-
-
-def compile_default(jitted: Any, *example_args: Any, name: str | None = None) -> Any:
-    """A `jax.jit`-wrapped function compiled ahead of time with XLA's default options; with a
-    `name` that says what it computes, kept in program_cache.py."""
-    return _ahead_of_time(jitted, example_args, {}, name)
-
-
-def _ahead_of_time(
-    jitted: Any, example_args: tuple, options: dict[str, Any], name: str | None
-) -> Any:
-    """The one path every compile takes: program_cache.py's copy when it has one, else XLA."""
-    return program_cache.compiled_or_cached(
-        name, example_args, options, lambda: _compile(jitted.lower(*example_args), options)
-    )
-
-
-def _compile(lowered: Any, options: dict[str, Any]) -> Any:
+def compile_ahead(jitted: Any, *example_args: Any, tuning: str = "default") -> Any:
+    """A `jax.jit`-wrapped function compiled ahead of time for these argument shapes, with the
+    compiler options of its `tuning` ("one_shot", "hot" or "default")."""
+    options = TUNINGS[tuning]()
+    lowered = jitted.lower(*example_args)
     if options:
         try:
             return lowered.compile(compiler_options=options)
@@ -80,6 +54,13 @@ def _compile(lowered: Any, options: dict[str, Any]) -> Any:
             if not any(name in str(err) for name in options):
                 raise
     return lowered.compile()
+
+
+TUNINGS: dict[str, Callable[[], dict[str, Any]]] = {
+    "one_shot": one_shot_options,
+    "hot": hot_options,
+    "default": dict,
+}
 
 
 def cache_dir() -> Path:
@@ -90,7 +71,6 @@ def cache_dir() -> Path:
 def enable_persistent_cache(enabled: bool = True) -> str | None:
     """Turn JAX's persistent compilation cache on (the folder in use), unless asked not to."""
     if not enabled or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
-        program_cache.use_folder(None)
         return None
     if jax.config.jax_compilation_cache_dir:  # set by the user ($JAX_COMPILATION_CACHE_DIR)
         folder = Path(jax.config.jax_compilation_cache_dir)
@@ -104,24 +84,8 @@ def enable_persistent_cache(enabled: bool = True) -> str | None:
     except OSError as err:
         log.warning("compilation cache off: %s is not writable (%s)", folder, err.strerror or err)
         return None
-    warnings.showwarning = _cache_warnings_once(warnings.showwarning)
     jax.config.update("jax_compilation_cache_dir", str(folder))
-    program_cache.use_folder(folder / "programs")
     # Every program, however quick to compile: a command's many small ones add up to seconds.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return str(folder)
-
-
-def _cache_warnings_once(show: Callable) -> Callable:
-    """JAX warns once per unreadable cache entry, with a traceback-like source line; a damaged
-    cache is one fact for the user: say it once, in one line. JAX compiles such a program again
-    and writes it back, so the cache mends itself."""
-
-    def showwarning(message, category, filename, lineno, file=None, line=None):
-        if "persistent compilation cache" not in str(message):
-            return show(message, category, filename, lineno, file, line)
-        program_cache.warn_unreadable_once()
-        return None
-
-    return showwarning

@@ -8,18 +8,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.runtime.compile import compile_ahead
 
 _FLAG_PROGRAMS: dict[tuple, Any] = {}  # per tree of leaves: compiled once a process
 
 
 def _finite_flags(leaves: list[jax.Array]) -> jax.Array:
-    """One program and one transfer for the whole tree, not one per leaf; compiled ahead of time
-    under a name, so a warm process reads it from the cache instead of tracing it."""
+    """One program and one transfer for the whole tree, not one per leaf."""
     key = tuple((x.shape, x.dtype, str(getattr(x, "sharding", ""))) for x in leaves)
     if key not in _FLAG_PROGRAMS:
         flags = jax.jit(lambda xs: jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
-        _FLAG_PROGRAMS[key] = compile_hot(flags, leaves, name="finite-flags")
+        _FLAG_PROGRAMS[key] = compile_ahead(flags, leaves, tuning="hot")
     return _FLAG_PROGRAMS[key](leaves)
 
 

@@ -33,7 +33,7 @@ from fashion_jax.errors import FashionJaxError
 from fashion_jax.model.models import build_model, init_fn
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import EpochSums, create_train_state
-from fashion_jax.runtime.compile import compile_default, compile_one_shot
+from fashion_jax.runtime.compile import compile_ahead
 from fashion_jax.training import steps
 from fashion_jax.training.cv_folds import Folds, fold_eval, fold_step, pad_rows, prepare_folds
 
@@ -99,10 +99,9 @@ def cross_validate(
         # submitted only now: on 2 cores, compiling it alongside the programs needed first delayed
         # them
         eval_c = pool.submit(
-            compile_default,
+            compile_ahead,
             jax.jit(fold_eval(model, f.eval_batch)),
             *(eval_shape, f.held, f.n_held_d, np.int32(0), f.images, f.labels),
-            name=f"cv-eval|{f.eval_batch}|{config.model!r}",
         )
         for orders in later.values():
             orders.prefetch(
@@ -145,21 +144,17 @@ def _compile_training(
         # program.
         return init(seeds), [permutation_fn(n)(seed, jnp.int32(0)) for n in sizes]
 
-    # Named (the optimizer's schedule depends on the steps; the orders on the fold sizes), so a
-    # warm start reads the programs back untraced, and the init's output shapes stand in for a
-    # trace of it.
-    name = f"cv|{folds}|{sizes}|{f.steps_per_epoch}|{config!r}"
-    init_c = compile_one_shot(
-        init_and_first_orders, seeds, np.int32(config.seed), name=f"{name}|init"
+    # The init's output shapes stand in for a trace of it.
+    init_c = compile_ahead(
+        jax.jit(init_and_first_orders), seeds, np.int32(config.seed), tuning="one_shot"
     )
     state_shape = jax.tree.map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=f.by_fold), init_c.out_info[0]
     )
     step_c = pool.submit(
-        compile_default,
+        compile_ahead,
         jax.jit(fold_step(model, tx, config.seed, config.batch_size), donate_argnums=(0, 1)),
         *(state_shape, sums, order_shape, f.images, f.labels),
-        name=f"{name}|step",
     )
     state, first = init_c(seeds, np.int32(config.seed))
     state, perms = jax.device_put(state, f.by_fold), dict(zip(sizes, jax.device_get(first)))

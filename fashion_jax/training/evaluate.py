@@ -20,7 +20,7 @@ import optax
 
 from fashion_jax.config import TrainConfig
 from fashion_jax.model.models import forward, is_convolutional
-from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.runtime.compile import compile_ahead
 
 DEFAULT_BATCH = TrainConfig.eval_batch_size  # for callers without a config
 
@@ -82,11 +82,7 @@ def make_eval_step(model: nn.Module, batch_size: int, whole_split: bool = False)
         batches = -(-images.shape[0] // batch_size)
         return jax.lax.fori_loop(0, batches, add_batch, (jnp.float32(0), jnp.int32(0)))
 
-    cfg = getattr(model, "cfg", None)  # every registered model's architecture, in full
-    name = f"eval|{batch_size}|{whole_split}|{cfg!r}" if cfg is not None else None
-    return EvalStep(
-        jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split, name
-    )
+    return EvalStep(jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split)
 
 
 def eval_step_for(model: nn.Module, batch_size: int) -> EvalStep:
@@ -98,8 +94,8 @@ def eval_step_for(model: nn.Module, batch_size: int) -> EvalStep:
 class EvalStep:
     """The jitted eval step, compiled ahead of time (with the hot options) once per split shape."""
 
-    def __init__(self, jitted: Any, batch_size: int, whole_split: bool, name: str | None):
-        self._jitted, self._compiled, self._name = jitted, {}, name
+    def __init__(self, jitted: Any, batch_size: int, whole_split: bool):
+        self._jitted, self._compiled = jitted, {}
         self.batch_size, self.whole_split = batch_size, whole_split
 
     def starts(self, n: int) -> range:
@@ -109,8 +105,8 @@ class EvalStep:
     def compiled(self, params: Any, images: jax.Array, labels: jax.Array) -> Any:
         key = (images.shape, labels.shape)
         if key not in self._compiled:
-            self._compiled[key] = compile_hot(
-                self._jitted, params, images, labels, np.int32(0), name=self._name
+            self._compiled[key] = compile_ahead(
+                self._jitted, params, images, labels, np.int32(0), tuning="hot"
             )
         return self._compiled[key]
 

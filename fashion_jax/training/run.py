@@ -25,7 +25,7 @@ from fashion_jax.model.models import build_model, init_fn, is_convolutional
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import EpochSums, TrainState, create_train_state, epoch_sums
 from fashion_jax.runtime import distributed
-from fashion_jax.runtime.compile import compile_one_shot
+from fashion_jax.runtime.compile import compile_ahead
 from fashion_jax.storage import checkpoint as ckpt
 from fashion_jax.storage.run_files import write_history
 from fashion_jax.storage.workdir import WorkdirError, prepare_workdir
@@ -138,7 +138,7 @@ def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     # One program for params, optimizer state and step: made op by op, the optimizer's zeros
     # compiled a program per leaf shape (each one traced, lowered and looked up on every start).
     init = lambda s: create_train_state(init_fn(run.model)(s), run.tx)  # noqa: E731
-    state = put(compile_one_shot(init, seed, name=program_name(run, "init-state"))(seed))
+    state = put(compile_ahead(jax.jit(init), seed, tuning="one_shot")(seed))
     sums = put(epoch_sums(run.n_train))
     progress = Progress(epoch=0, history=[], stop=es.StopState())
     if run.options.resume:
@@ -160,12 +160,6 @@ def initial_state(run: Run) -> tuple[TrainState, EpochSums, Progress]:
     return state, sums, progress
 
 
-def program_name(run: Run, what: str) -> str:
-    """What decides a fit's program beyond its arguments' shapes, for program_cache.py: the whole
-    config, and the steps per epoch its learning-rate schedule spans."""
-    return f"{what}|{run.steps_per_epoch}|{run.config!r}"
-
-
 def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Progress) -> float:
     """Compile every per-epoch program now, not in epoch 1; returns the seconds it took."""
     t_compile, config = time.perf_counter(), run.config
@@ -182,7 +176,6 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
         k,
         (state, sums, order0, *run.train),
         run.place.constrain_batch,
-        name=program_name(run, "train"),
     )
     run.stepper.warm()
     run.eval_step = eval_step_for(run.model, config.eval_batch_size)

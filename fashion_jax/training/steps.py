@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from fashion_jax.model.state import EpochSums, TrainState
-from fashion_jax.runtime.compile import compile_hot
+from fashion_jax.runtime.compile import compile_ahead
 from fashion_jax.training.evaluate import forward, gather_batch, loops_in_one_program, masked_sums
 
 DROPOUT_STREAM = 1  # fold_in tag separating dropout keys from init and data-order keys
@@ -159,12 +159,8 @@ class Stepper:
         k: int,
         example_args: tuple,
         constrain: Callable[[jax.Array], jax.Array] = lambda x: x,
-        name: str | None = None,
     ):
-        """`name` says what decides the step beyond its arguments (model, optimizer, seed, batch):
-        with it, compiled chunks are kept in program_cache.py."""
         self.k, self.steps_per_epoch, self._example = max(1, k), steps_per_epoch, example_args
-        self._name = name
         self._build = lambda n: make_train_step(model, tx, seed, batch_size, constrain, n)
         self._compiled: dict[int, Any] = {}
         self.in_flight = InFlight()
@@ -177,8 +173,7 @@ class Stepper:
 
     def compiled(self, n: int) -> Any:
         if n not in self._compiled:  # ahead-of-time: a shape change would raise, never recompile
-            name = f"{self._name}|{n}" if self._name else None
-            self._compiled[n] = compile_hot(self._build(n), *self._example, name=name)
+            self._compiled[n] = compile_ahead(self._build(n), *self._example, tuning="hot")
         return self._compiled[n]
 
     def plan(self, pos: int) -> list[int]:
