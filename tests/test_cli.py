@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import error_line
 from PIL import Image
 
 from fashion_jax import cli
@@ -61,14 +62,6 @@ def last_json(stdout: str) -> dict:
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert lines, "no stdout"
     return json.loads(lines[-1])
-
-
-def assert_one_error_line(code: int, stderr: str) -> str:
-    assert code == 2, stderr
-    assert "Traceback" not in stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +126,7 @@ def test_curves_that_cannot_be_drawn_are_exit_2_and_the_run_stays_saved(
     workdir = tmp_path / "run"
     argv = ["train", "--model", "logreg", "--epochs", "1", "--workdir", workdir, "--quiet"]
     code, _, err = run_main([*argv, *synthetic(synthetic_idx_dir)])
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert "curves.png not written (No space left on device)" in line and "is saved in" in line
     assert json.loads((workdir / "result.json").read_text())["epochs_run"] == 1
     assert not (workdir / "curves.png").exists()
@@ -280,7 +273,7 @@ def test_bad_train_input_is_exit_2_with_one_error_line(case, tmp_path):
     flags, mentioned = BAD_TRAIN[case]
     workdir = tmp_path / "w"
     code, out, err = run_main(["train", *flags, "--workdir", workdir, "--quiet", "--json"])
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert mentioned in line
     assert out == ""
     assert not (workdir / "checkpoints").exists()
@@ -304,7 +297,7 @@ def test_resume_into_a_workdir_of_another_model_is_exit_2(trained):
             "--quiet",
         ]
     )
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert "dense" in line and "architecture" in line
     assert (workdir / "config.json").read_text() == before
 
@@ -325,7 +318,7 @@ def test_fresh_train_into_a_used_workdir_is_exit_2(trained):
             "--quiet",
         ]
     )
-    assert "--resume" in assert_one_error_line(code, err)
+    assert "--resume" in error_line(code, err)
 
 
 @pytest.mark.realdata
@@ -353,7 +346,7 @@ def test_nan_loss_is_exit_2_naming_the_epoch(tmp_path):
             "--json",
         ]
     )
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert "non-finite" in line and "epoch 1" in line
     assert out == ""
 
@@ -361,7 +354,7 @@ def test_nan_loss_is_exit_2_naming_the_epoch(tmp_path):
 def test_evaluate_an_empty_folder_is_exit_2(tmp_path):
     (tmp_path / "empty").mkdir()
     code, _, err = run_main(["evaluate", "--workdir", tmp_path / "empty"])
-    assert "config.json" in assert_one_error_line(code, err)
+    assert "config.json" in error_line(code, err)
 
 
 def test_evaluate_a_corrupt_checkpoint_in_a_real_process_is_exit_2(trained, tmp_path):
@@ -376,14 +369,14 @@ def test_evaluate_a_corrupt_checkpoint_in_a_real_process_is_exit_2(trained, tmp_
         (step / "params").mkdir()
         (step / "params" / "junk").write_bytes(b"\x00" * 64)
     proc = run_process(["evaluate", "--workdir", broken, "--split", "val"], cwd=tmp_path)
-    line = assert_one_error_line(proc.returncode, proc.stderr)
+    line = error_line(proc.returncode, proc.stderr)
     assert str(broken) in line
     assert proc.stdout == ""
 
 
 def test_bogus_flag_in_a_real_process_is_exit_2(tmp_path):
     proc = run_process(["train", "--bogus"], cwd=tmp_path)
-    assert "--bogus" in assert_one_error_line(proc.returncode, proc.stderr)
+    assert "--bogus" in error_line(proc.returncode, proc.stderr)
     assert proc.stderr.strip().count("\n") == 0  # no usage block either
 
 
@@ -422,7 +415,7 @@ def test_overwrite_replaces_the_run_and_only_the_runs_files(tmp_path, synthetic_
     (workdir / "mine" / "keep.npy").write_bytes(b"x")
     (workdir / "plots").mkdir()
     code, _, err = run_main(first)
-    assert "already holds a run" in assert_one_error_line(code, err)
+    assert "already holds a run" in error_line(code, err)
 
     again = [
         "train",
@@ -471,7 +464,7 @@ def test_overwrite_of_a_folder_that_is_not_a_run_deletes_nothing(tmp_path, synth
             *synthetic(synthetic_idx_dir),
         ]
     )
-    assert "refusing to delete anything" in assert_one_error_line(code, err)
+    assert "refusing to delete anything" in error_line(code, err)
     assert (workdir / "checkpoints" / "precious.txt").read_text() == "keep"
 
 
@@ -512,7 +505,7 @@ def test_cv_json_from_the_command_line(synthetic_idx_dir):
 )
 def test_cv_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_idx_dir):
     code, _, err = run_main([*argv, *synthetic(synthetic_idx_dir)])
-    assert message in assert_one_error_line(code, err)
+    assert message in error_line(code, err)
 
 
 @pytest.fixture(scope="module")
@@ -580,12 +573,12 @@ def test_plot_bad_flags_are_exit_2_with_one_line(argv, message, synthetic_cnn, s
     code, _, err = run_main(
         ["plot", "--workdir", synthetic_cnn, *argv, *synthetic(synthetic_idx_dir)]
     )
-    assert message in assert_one_error_line(code, err)
+    assert message in error_line(code, err)
 
 
 def test_plot_of_a_folder_without_a_model_is_exit_2(tmp_path, synthetic_idx_dir):
     code, _, err = run_main(["plot", "--workdir", tmp_path, *synthetic(synthetic_idx_dir)])
-    assert "no config.json" in assert_one_error_line(code, err)
+    assert "no config.json" in error_line(code, err)
 
 
 # ------------------------------------------------------------------ workdirs that are not runs
@@ -636,7 +629,7 @@ def test_every_command_on_a_workdir_that_is_not_a_run_is_one_line(
     }[command]
     data = synthetic(synthetic_idx_dir) if command != "predict" else []
     code, _, err = run_main([*argv, *data])
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     if kind == "edited-config" and command != "train":  # a fresh train never reads it
         assert "config key 'epochs' must be int, got 'twenty'" in line, line
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import require_real_data
+from helpers import one_line
 from test_splits import SKLEARN_TRAIN_HEAD, check_folds
 
 from fashion_jax.data import dataset as data
@@ -67,14 +68,6 @@ def make_folder(folder: Path, n_train: int = 50, n_test: int = 20, gz: bool = Tr
     return folder
 
 
-def one_line_naming(err: pytest.ExceptionInfo, *names: str) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    for name in names:
-        assert name in msg
-    return msg
-
-
 @pytest.fixture
 def no_data(monkeypatch, tmp_path):
     """No env var, no system folder, no cache folder, no TFDS folder, no downloads."""
@@ -113,14 +106,14 @@ def test_crafted_folder_fails_checksum_with_verify_on(tmp_path):
     folder = make_folder(tmp_path / "d")
     with pytest.raises(DataError, match="checksum mismatch") as err:
         load_split("test", folder)
-    msg = one_line_naming(err, "t10k-images-idx3-ubyte.gz")
+    msg = one_line(err, "t10k-images-idx3-ubyte.gz")
     assert "verify=False" in msg and "--no-verify" in msg
 
 
 def test_missing_folder_is_an_error_not_a_fallthrough(tmp_path):
     with pytest.raises(DataError, match="not a folder") as err:
         load_split("test", tmp_path / "nowhere")
-    one_line_naming(err, "nowhere")
+    one_line(err, "nowhere")
     with pytest.raises(DataError):
         resolve_source(tmp_path / "nowhere")
 
@@ -130,7 +123,7 @@ def test_missing_file(tmp_path):
     (folder / "train-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="missing file") as err:
         load_split("train", folder, verify=False)
-    one_line_naming(err, "train-labels-idx1-ubyte")
+    one_line(err, "train-labels-idx1-ubyte")
     load_split("test", folder, verify=False)  # the other split is still readable
 
 
@@ -140,7 +133,7 @@ def test_truncated_gzip_in_folder(tmp_path):
     path.write_bytes(path.read_bytes()[:-30])
     with pytest.raises(DataError) as err:
         load_split("train", folder, verify=False)
-    one_line_naming(err, "train-images-idx3-ubyte.gz")
+    one_line(err, "train-images-idx3-ubyte.gz")
 
 
 def test_labels_file_in_place_of_images_is_wrong_magic(tmp_path):
@@ -149,7 +142,7 @@ def test_labels_file_in_place_of_images_is_wrong_magic(tmp_path):
     images.write_bytes((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())
     with pytest.raises(DataError, match="wrong magic") as err:
         load_split("test", folder, verify=False)
-    one_line_naming(err, images.name)
+    one_line(err, images.name)
 
 
 def test_count_mismatch_names_both_files(tmp_path):
@@ -157,7 +150,7 @@ def test_count_mismatch_names_both_files(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte", fake_split(49, 0)[1])
     with pytest.raises(DataError, match="50 images") as err:
         load_split("train", folder, verify=False)
-    one_line_naming(err, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    one_line(err, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 
 
 def test_label_out_of_range(tmp_path):
@@ -167,7 +160,7 @@ def test_label_out_of_range(tmp_path):
     write_idx(folder / "train-labels-idx1-ubyte", labels)
     with pytest.raises(DataError) as err:
         load_split("train", folder, verify=False)
-    msg = one_line_naming(err, "train-labels-idx1-ubyte.gz")
+    msg = one_line(err, "train-labels-idx1-ubyte.gz")
     assert msg.endswith("label 12 out of range 0..9 at index 5")
 
 
@@ -176,7 +169,7 @@ def test_images_must_be_28x28(tmp_path):
     write_idx(folder / "train-images-idx3-ubyte", np.zeros((50, 27, 28), np.uint8))
     with pytest.raises(DataError, match=r"shape \(50, 27, 28\)") as err:
         load_split("train", folder, verify=False)
-    one_line_naming(err, "train-images-idx3-ubyte.gz")
+    one_line(err, "train-images-idx3-ubyte.gz")
 
 
 def test_unknown_split(tmp_path):
@@ -215,7 +208,7 @@ def test_env_var_pointing_nowhere_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "gone"))
     with pytest.raises(DataError, match="FASHION_JAX_DATA") as err:
         resolve_source()
-    one_line_naming(err, "gone")
+    one_line(err, "gone")
 
 
 def test_explicit_dir_wins_over_env(monkeypatch, tmp_path):
@@ -232,7 +225,7 @@ def test_system_folder_is_the_default(monkeypatch, real):
 def test_nothing_found_says_how_to_get_data(no_data):
     with pytest.raises(DataError) as err:
         resolve_source()
-    msg = one_line_naming(
+    msg = one_line(
         err, "apt-get install -y dataset-fashion-mnist", "fashion_mnist", "FASHION_JAX_DATA"
     )
     assert "--data-dir" in msg

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -48,13 +49,6 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def write(path: Path, data: bytes, gz: bool) -> Path:
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
-
-
-def assert_one_line_naming(err: pytest.ExceptionInfo, path: Path) -> str:
-    msg = str(err.value)
-    assert "\n" not in msg
-    assert path.name in msg
-    return msg
 
 
 @contextmanager
@@ -139,7 +133,7 @@ def test_official_table_matches_data_md():
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="not found") as err:
         read_idx(tmp_path / "nope-idx1-ubyte.gz")
-    assert_one_line_naming(err, tmp_path / "nope-idx1-ubyte.gz")
+    one_line(err, "nope-idx1-ubyte.gz")
 
 
 def test_directory_and_fifo_are_rejected_without_blocking(tmp_path):
@@ -159,7 +153,7 @@ def test_truncated_gzip(tmp_path):
     path.write_bytes(compressed[: len(compressed) // 2])
     with pytest.raises(DataError) as err:
         read_idx(path)
-    assert_one_line_naming(err, path)
+    one_line(err, path.name)
 
 
 def test_corrupt_gzip(tmp_path):
@@ -169,7 +163,7 @@ def test_corrupt_gzip(tmp_path):
     path.write_bytes(bytes(compressed))
     with pytest.raises(DataError, match="gzip") as err:
         read_idx(path)
-    assert_one_line_naming(err, path)
+    one_line(err, path.name)
 
 
 def test_bad_crc_detected(tmp_path):
@@ -185,7 +179,7 @@ def test_wrong_magic(tmp_path, gz):
     path = write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(SMALL), gz)
     with pytest.raises(DataError, match="wrong magic 0x00000803, expected 0x00000801") as err:
         read_idx(path, expect_magic=0x00000801)
-    assert_one_line_naming(err, path)
+    one_line(err, path.name)
 
 
 @pytest.mark.parametrize(
@@ -202,7 +196,7 @@ def test_bad_headers(tmp_path, data, pattern):
     path = write(tmp_path / "bad-idx", data, gz=False)
     with pytest.raises(DataError, match=pattern) as err:
         read_idx(path)
-    assert_one_line_naming(err, path)
+    one_line(err, path.name)
 
 
 @pytest.mark.parametrize("gz", [False, True])
@@ -213,7 +207,7 @@ def test_dims_must_match_length_exactly(tmp_path, gz, delta, word):
     path = write(tmp_path / "images-idx3-ubyte", data, gz)
     with pytest.raises(DataError, match=word) as err:
         read_idx(path)
-    assert_one_line_naming(err, path)
+    one_line(err, path.name)
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import struct
 import sys
 import zlib
@@ -271,16 +270,8 @@ def test_paths_that_are_not_readable_files(tmp_path):
         prepare_file(tmp_path)
     with pytest.raises(ImageError, match="no such file"):
         prepare_file(tmp_path / "absent.png")
-    locked = tmp_path / "locked.png"
-    locked.write_bytes(encoded(Image.fromarray(garment())))
-    locked.chmod(0)
-    try:
-        if os.access(locked, os.R_OK):
-            pytest.skip("running as root: chmod 000 does not stop reading")
-        with pytest.raises(ImageError, match="cannot read"):
-            prepare_file(locked)
-    finally:
-        locked.chmod(0o600)
+    # An unreadable file: test_permission_denied_is_one_line_even_as_root (chmod 000 cannot stop
+    # root, which is how CI runs).
 
 
 def test_permission_denied_is_one_line_even_as_root(tmp_path, monkeypatch):

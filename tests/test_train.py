@@ -21,7 +21,6 @@ from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data.dataset import FashionMNIST
 from fashion_jax.model.models import build_model
 from fashion_jax.storage import model_files, run_files
-from fashion_jax.storage.checkpoint import CheckpointError
 from fashion_jax.storage.run_files import load_json
 from fashion_jax.training import evaluate
 from fashion_jax.training import run as run_lib
@@ -312,21 +311,6 @@ def test_a_workdir_holding_a_run_refuses_a_fresh_fit(four_epochs, small_data):
         (workdir / "history.jsonl").read_bytes(),
         step_numbers(workdir / "checkpoints"),
     ) == before
-
-
-def test_a_workdir_of_another_model_refuses_resume(four_epochs, small_data):
-    _, workdir = four_epochs
-    before = (workdir / "config.json").read_text()
-    for other in (model_config("dense"), model_config("mlp", hidden=50)):
-        with pytest.raises(CheckpointError) as info:
-            fit(
-                TrainConfig(model=other, optimizer="adam", epochs=4),
-                small_data,
-                workdir,
-                RunOptions(resume=True, quiet=True),
-            )
-        assert "\n" not in str(info.value)
-    assert (workdir / "config.json").read_text() == before
 
 
 def test_an_empty_training_set_is_a_data_error(small_data, tmp_path):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import one_line
 
 from fashion_jax.config import TrainConfig, model_config
 from fashion_jax.storage import run_files
@@ -81,12 +82,22 @@ def test_epochs_may_change_under_a_constant_rate_but_not_under_cosine(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change", [{"name": "cnn"}, {"hidden": 50}, {"dropout": 0.3}, {"activation": "relu"}]
-)
-def test_another_architecture_is_refused(tmp_path, change):
-    other = dataclasses.replace(BASE, model=dataclasses.replace(BASE.model, **change))
-    with pytest.raises(CheckpointMismatch, match="another architecture"):
-        check_workdir_config(workdir_of(tmp_path, BASE), other)
+    "other",
+    [
+        *(dataclasses.replace(BASE.model, **change) for change in
+          ({"name": "cnn"}, {"hidden": 50}, {"dropout": 0.3}, {"activation": "relu"})),
+        model_config("dense"),
+        model_config("logreg", num_classes=5),
+    ],
+    ids=["cnn", "hidden", "dropout", "activation", "dense", "logreg-5-classes"],
+)  # fmt: skip
+def test_another_architecture_is_refused(tmp_path, other):
+    """The one home of this claim: fit, resume, evaluate and the CLI all ask check_workdir_config
+    (test_cli checks the CLI's exit 2 and that config.json is left as it was)."""
+    workdir = workdir_of(tmp_path, BASE)
+    with pytest.raises(CheckpointMismatch) as info:
+        check_workdir_config(workdir, dataclasses.replace(BASE, model=other))
+    one_line(info, "another architecture")
 
 
 def test_a_folder_without_a_run_is_a_fresh_start_and_checkpoints_without_config_are_refused(
