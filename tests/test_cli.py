@@ -689,3 +689,39 @@ def test_an_unusable_cache_folder_never_fails_a_run(tmp_path):
     done = cached_run(tmp_path, tmp_path / "file", "xor", "--json")
     hits(done)
     assert "warning: compilation cache off:" in done.stderr
+
+
+# ------------------------------------------------------------------ bad input against bugs
+
+
+def test_a_value_error_inside_a_jitted_function_is_a_bug_with_its_traceback(trained, monkeypatch):
+    """Only FashionJaxError (and OS errors about a user's path) is bad input: a builtin ValueError
+    from inside a compiled function is ours, so the user sees where it came from."""
+    from fashion_jax.training import evaluate
+
+    def broken(model, params, images, labels, idx, mask):
+        raise ValueError("a shape we never expected")
+
+    monkeypatch.setattr(evaluate, "batch_sums", broken)
+    code, _, err = run_main(["evaluate", "--workdir", trained[0], "--no-compile-cache"])
+    assert code == 1, err
+    assert "Traceback" in err and "a shape we never expected" in err
+    assert err.strip().splitlines()[-1] == (
+        "error: internal error (ValueError); this is a bug in fashion_jax, "
+        "please report it with the traceback above"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, cause",
+    [
+        (["train", "--model", "mlp", "--epochs", "zero"], "--epochs"),
+        (["evaluate", "--workdir", "{tmp}/nothing-here"], "nothing-here"),
+        (["predict", "--workdir", "{tmp}/nothing-here", "{tmp}/not-an-image.png"], "not-an-image"),
+    ],
+    ids=["bad-flag", "bad-workdir", "bad-image"],
+)
+def test_bad_input_at_each_door_is_one_line_naming_it(tmp_path, argv, cause):
+    (tmp_path / "not-an-image.png").write_text("plain text")
+    code, _, err = run_main([a.format(tmp=tmp_path) for a in argv])
+    error_line(code, err, cause)
