@@ -46,15 +46,16 @@ TEST_WORKERS ?= auto
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
+# experiments/ is a package of scripts run as modules from the repository root (make's cwd).
 bench: install
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) experiments/bench.py
+	$(PY) -m experiments.bench.bench
 
 experiments: install
-	$(PY) experiments/run_all.py
+	$(PY) -m experiments.chapter.run_all
 
 experiments-quick: install
-	$(PY) experiments/run_all.py --quick
+	$(PY) -m experiments.chapter.run_all --quick
 
 clean:
-	rm -rf runs experiments/out .pytest_cache
+	rm -rf runs experiments/*/out .pytest_cache

@@ -6,7 +6,7 @@ The finished save of checkpoints/STEP waits SECONDS in its *.orbax-checkpoint-tm
 Orbax's atomic rename, so a test can SIGKILL the process exactly while that save is in flight.
 CALL_DELAY (seconds) slows every train call down, so that a test killing the process in the
 middle of an epoch gets there before the epoch ends, however fast the machine.
-Used by tests/test_reliability.py and experiments/soak_resume.py.
+Used by tests/test_reliability.py and experiments/soak/resume.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""experiments/run_all.py end to end: a quick run of some sections into a temporary report root."""
+"""experiments/chapter/run_all.py end to end: a quick run of some sections into a temporary report
+root."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from conftest import require_real_data
 
 pytestmark = pytest.mark.realdata
 ROOT = Path(__file__).resolve().parent.parent
-RUN_ALL = ROOT / "experiments" / "run_all.py"
 SECTIONS = ("s01", "s06", "s11", "s13", "s14")
 HEADER = "| section | what we ran | our number | chapter's / Keras's number | seconds |"
 
@@ -25,7 +25,8 @@ def report(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     proc = subprocess.run(
         [
             sys.executable,
-            str(RUN_ALL),
+            "-m",
+            "experiments.chapter.run_all",
             "--quick",
             "--only",
             ",".join(SECTIONS),

@@ -1,27 +1,11 @@
-"""experiments/fast_seeds.py's table: ratios and pass/fail per seed. No timing assertions; the
-processes it times are exercised by running the script (experiments/FAST.md)."""
+"""experiments/bench/fast_seeds.py's table: ratios and pass/fail per seed. No timing assertions;
+the processes it times are exercised by running the script (experiments/bench/FAST.md)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 
-import pytest
-
-SCRIPT = Path(__file__).resolve().parent.parent / "experiments" / "fast_seeds.py"
-
-
-@pytest.fixture(scope="module")
-def fast_seeds() -> ModuleType:
-    # experiments/ is not a package: load the script as a module to drive its functions in-process.
-    spec = importlib.util.spec_from_file_location("fast_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["fast_seeds"] = module
-    spec.loader.exec_module(module)
-    return module
+from experiments.bench import fast_seeds
 
 
 def run(seed: int, seconds: float, accuracy: float) -> dict:
@@ -40,7 +24,7 @@ def rows(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in ln.strip("|").split("|")] for ln in lines]
 
 
-def test_each_seed_is_judged_against_the_mean_torch_epoch(fast_seeds):
+def test_each_seed_is_judged_against_the_mean_torch_epoch():
     args = argparse.Namespace(cold_cache=False, subset=None)
     runs = [run(0, 18.0, 0.9231), run(1, 21.0, 0.9250), run(2, 15.0, 0.9187)]
     text = fast_seeds.report(runs, [14.0, 18.0], args)  # mean 16 s
@@ -53,7 +37,7 @@ def test_each_seed_is_judged_against_the_mean_torch_epoch(fast_seeds):
     assert "All seeds pass: no." in text
 
 
-def test_all_pass_only_when_every_seed_passes_both(fast_seeds):
+def test_all_pass_only_when_every_seed_passes_both():
     args = argparse.Namespace(cold_cache=True, subset=None)
     text = fast_seeds.report([run(0, 19.9, 0.92), run(1, 10.0, 0.95)], [16.0, 16.0], args)
     assert "All seeds pass: yes." in text

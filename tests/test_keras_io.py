@@ -2,7 +2,7 @@
 
 Keras models get random weights (equivalence needs no training) and random biases, so a bias or a
 transposed kernel put in the wrong place shows in the probabilities. The 10,000-image figures are
-experiments/keras_roundtrip.py's.
+experiments/research/keras_roundtrip.py's.
 """
 
 from __future__ import annotations

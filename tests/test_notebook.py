@@ -1,5 +1,5 @@
-"""experiments/chapter.ipynb: it runs top to bottom in quick mode, and the committed copy holds the
-outputs of a full run."""
+"""experiments/chapter/chapter.ipynb: it runs top to bottom in quick mode, and the committed copy
+holds the outputs of a full run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import require_real_data
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "chapter.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "chapter" / "chapter.ipynb"
 
 
 def code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:

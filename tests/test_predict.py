@@ -3,7 +3,6 @@ on the real data, how well a model trained on Fashion-MNIST reads shop photos.""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import jax
@@ -13,13 +12,11 @@ from PIL import Image
 from test_cli import assert_one_error_line, last_json, run_main, run_process, synthetic
 from test_preprocess import BAD_BYTES, garment, photo
 
+from experiments.research.make_photos import make_photos
 from fashion_jax.data.dataset import CLASS_NAMES
 from fashion_jax.inference.predictor import Predictor
 from fashion_jax.inference.preprocess import prepare_file
 from fashion_jax.storage.model_files import load_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from make_photos import make_photos  # noqa: E402
 
 ROW_KEYS = {"file", "class", "label", "probability", "top3", "preprocessing", "notes"}
 

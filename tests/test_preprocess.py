@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.research.make_photos import STORE_TURNED
 from fashion_jax.config import PREPROCESS_MODES
 from fashion_jax.inference import preprocess
 from fashion_jax.inference.preprocess import (
@@ -22,9 +21,6 @@ from fashion_jax.inference.preprocess import (
     prepare_file,
     to_fashion_mnist,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
-from make_photos import STORE_TURNED  # noqa: E402
 
 
 def garment(height: int = 28, width: int = 16) -> np.ndarray:

@@ -3,7 +3,7 @@
 A run killed with SIGKILL at any moment (mid-epoch, between epochs, during a checkpoint write),
 or stopped by SIGINT/SIGTERM, and then resumed with --resume, must leave exactly the same bits as
 an uninterrupted run: best params, newest full state, history.jsonl and result.json metrics
-(`fashion_jax.storage.workdir.fingerprint`). experiments/soak_resume.py does the same at random
+(`fashion_jax.storage.workdir.fingerprint`). experiments/soak/resume.py does the same at random
 moments.
 """
 

@@ -1,6 +1,6 @@
 """Layers in a form XLA:CPU runs faster than the stock Flax one, each a drop-in for it.
 
-Each was measured on the 2-core XLA:CPU machine (experiments/BENCH.md has the figures) and is
+Each was measured on the 2-core XLA:CPU machine (experiments/bench/BENCH.md has the figures) and is
 tested against the stock layer it replaces (same outputs and gradients, same initial values):
 
 - `max_pool`: non-overlapping max pooling with a hand-written gradient. `nn.max_pool`'s gradient

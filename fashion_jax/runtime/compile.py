@@ -8,8 +8,8 @@ with `tuning="one_shot"`.
 
 Hot programs (train and eval steps): on XLA:CPU, letting YNNPACK take only the reductions (and
 leaving convolutions and dots to XLA's own kernels) made the chapter's CNN step ~15% faster on
-the 2-core machine this was measured on (experiments/BENCH.md). The option is experimental, so a
-jaxlib that does not know it compiles with its defaults instead.
+the 2-core machine this was measured on (experiments/bench/BENCH.md). The option is experimental,
+so a jaxlib that does not know it compiles with its defaults instead.
 
 The persistent compilation cache (JAX's own): every program a command compiles is kept on disk, so
 the next process that runs the same command loads it instead of compiling it again. It is on for
