@@ -42,3 +42,13 @@ def test_all_pass_only_when_every_seed_passes_both():
     text = fast_seeds.report([run(0, 19.9, 0.92), run(1, 10.0, 0.95)], [16.0, 16.0], args)
     assert "All seeds pass: yes." in text
     assert "an empty's compilation cache" not in text and "an empty compilation cache" in text
+
+
+def test_a_new_measurement_keeps_the_hand_written_history(tmp_path):
+    out = tmp_path / "FAST.md"
+    out.write_text(f"# old table\n\n{fast_seeds.HISTORY_MARK}\n\n## How it was found\nnotes\n")
+    text = fast_seeds.with_history("# new table\n", out)
+    assert text.startswith("# new table") and "old table" not in text
+    assert text.endswith(f"{fast_seeds.HISTORY_MARK}\n\n## How it was found\nnotes\n")
+    out.write_text("# a file without history\n")
+    assert fast_seeds.with_history("# new table\n", out) == "# new table\n"

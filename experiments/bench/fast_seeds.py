@@ -126,8 +126,20 @@ def main() -> None:
     torch_s.append(torch_epoch(args.subset))
     print(f"torch epoch {torch_s[1]:.1f} s", flush=True)
     text = report(runs, torch_s, args)
-    args.out.write_text(text)
+    args.out.write_text(with_history(text, args.out))
     print(text)
+
+
+HISTORY_MARK = "<!-- The search history below is hand-written; fast_seeds.py keeps it. -->"
+
+
+def with_history(report_text: str, out: Path) -> str:
+    """The new measurement, then the hand-written history of how the preset was found, kept from
+    the file being replaced."""
+    old = out.read_text() if out.exists() else ""
+    if HISTORY_MARK not in old:
+        return report_text
+    return report_text.rstrip("\n") + "\n\n" + HISTORY_MARK + old.split(HISTORY_MARK, 1)[1]
 
 
 if __name__ == "__main__":

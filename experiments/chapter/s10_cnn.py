@@ -4,7 +4,7 @@ Conv(32, 3x3, same, relu) -> MaxPool(2) -> Conv(64, 3x3, same, relu) -> MaxPool(
 -> Dense(100, relu) -> Dropout(0.4) -> Dense(10); Adam, batch 32, up to 20 epochs,
 EarlyStopping(patience=2, restore_best_weights=True): the `chapter` preset of the CLI
 (= `make train`).
-The chapter reaches about 0.92 validation accuracy. The workdir (out/cnn) is kept for section 12.
+The chapter prints no accuracy for it (its only figure is 82%, for section 4's CV). The workdir (out/cnn) is kept for section 12.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ SECTION = "s10"
 TITLE = "Section 10: the chapter's CNN, Adam, dropout 0.4, early stopping"
 WORKDIR = "cnn"  # out_dir/out/cnn, read by s12
 TEST_TARGET = 0.91
-CHAPTER_VAL = 0.92
+TARGET_VAL = 0.92  # the chapter prints no CNN figure; ours
 KERAS_EPOCH = {
     "seconds": 43.1,
     "val_accuracy": 0.876,
@@ -58,9 +58,9 @@ def run(out_dir: Path, quick: bool) -> dict:
             SECTION,
             "CNN val accuracy, best epoch's params",
             r.val_accuracy,
-            f"~{CHAPTER_VAL} (chapter)",
+            f"none in the chapter; ≥ {TARGET_VAL - 0.01:.2f} (ours)",
             0.0,
-            ok=target(r.val_accuracy >= CHAPTER_VAL - 0.01),
+            ok=target(r.val_accuracy >= TARGET_VAL - 0.01),
         ),
         C.row(
             SECTION,
