@@ -4,7 +4,8 @@ Conv(32, 3x3, same, relu) -> MaxPool(2) -> Conv(64, 3x3, same, relu) -> MaxPool(
 -> Dense(100, relu) -> Dropout(0.4) -> Dense(10); Adam, batch 32, up to 20 epochs,
 EarlyStopping(patience=2, restore_best_weights=True): the `chapter` preset of the CLI
 (= `make train`).
-The chapter prints no accuracy for it (its only figure is 82%, for section 4's CV). The workdir (out/cnn) is kept for section 12.
+The chapter prints no accuracy for it (its only figure is 82%, for section 4's CV). The workdir
+(out/cnn) is kept for section 12.
 """
 
 from __future__ import annotations
