@@ -18,10 +18,7 @@ The checks:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +67,11 @@ def mass_in_region(maps: np.ndarray, region: tuple[slice, slice] = REGION) -> fl
     return float(np.mean(np.where(total > 0, inside / np.where(total > 0, total, 1), 0)))
 
 
+def region_area(region: tuple[slice, slice] = REGION) -> float:
+    """The square's share of the image's pixels."""
+    return float(np.zeros((28, 28))[region].size / 784)
+
+
 def region_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n uint8 images of 10 classes whose label shows only in REGION: there a bar pattern of
     class-specific bright cells; everywhere else noise of the same brightness, drawn independently
@@ -87,15 +89,20 @@ def completeness(
     model: Any, params: Any, images: np.ndarray, targets: np.ndarray, steps: int
 ) -> np.ndarray:
     """Per image |sum of attributions - (logit_c(x) - logit_c(0))| / |logit_c(x) - logit_c(0)|."""
+    import jax
     import jax.numpy as jnp
 
     from fashion_jax.model.models import forward, pixels_to_inputs
 
-    x, c = jnp.asarray(images), jnp.asarray(targets)
-    attributions = integrated_gradients(model, params, pixels_to_inputs(x), c, steps)
-    rows = jnp.arange(len(images))
-    diff = forward(model, params, x)[rows, c] - forward(model, params, jnp.zeros_like(x))[rows, c]
-    return np.asarray(jnp.abs(attributions.sum((1, 2)) - diff) / jnp.abs(diff))
+    @jax.jit
+    def error(params: Any, x: jax.Array, c: jax.Array) -> jax.Array:
+        attributions = integrated_gradients(model, params, pixels_to_inputs(x), c, steps)
+        rows = jnp.arange(len(x))
+        logits, black = forward(model, params, x), forward(model, params, jnp.zeros_like(x))
+        diff = logits[rows, c] - black[rows, c]
+        return jnp.abs(attributions.sum((1, 2)) - diff) / jnp.abs(diff)
+
+    return np.asarray(error(params, jnp.asarray(images), jnp.asarray(targets)))
 
 
 def deletion(
