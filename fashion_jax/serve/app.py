@@ -2,9 +2,11 @@
 
 Routes: `GET /` the page (fashion_jax/web/), `GET /api/model` what the model is,
 `POST /api/predict` (multipart field `file`) exactly the object `predict --json` gives for one
-file, `POST /api/explain` that object plus the 28x28 image the model saw and every conv layer's
-feature maps. A bad request is answered {"error": "one line"} with a 4xx status; nothing a client
-sends stops the server. Imported only by `serve`, because Starlette is an optional dependency.
+file, `POST /api/explain` that object plus the 28x28 image the model saw, every conv layer's
+feature maps and `attributions`: the maps of every method (inference/explain.py) for the predicted
+class and the runner-up. A bad request is answered {"error": "one line"} with a 4xx status;
+nothing a client sends stops the server. Imported only by `serve`, because Starlette is an
+optional dependency.
 """
 
 from __future__ import annotations
@@ -120,18 +122,20 @@ def build_app(
 
     async def explain(request: Request) -> JSONResponse:
         name, prepared = await prepare(request)
-        probs, maps = await asyncio.gather(
+        probs, maps, attributions = await asyncio.gather(
             asyncio.wrap_future(service.classify(prepared.image)),
             asyncio.wrap_future(service.explain(prepared.image)),
+            asyncio.wrap_future(service.attributions(prepared.image)),
         )
-        return JSONResponse(explanation(service, name, prepared, probs, maps))
+        answer = explanation(service, name, prepared, probs, maps)
+        return JSONResponse(answer | {"attributions": attributions})
 
     app = Starlette(
         routes=[
             Route("/api/model", model_info),
             Route("/api/predict", predict, methods=["POST"]),
             Route("/api/explain", explain, methods=["POST"]),
-            Mount("/", StaticFiles(packages=[("fashion_jax", "web")], html=True)),
+            Mount("/", StaticFiles(packages=[("fashion_jax.serve", "web")], html=True)),
         ],
         exception_handlers={
             BadUpload: bad_upload,

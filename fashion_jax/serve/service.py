@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from fashion_jax.data.dataset import CLASS_NAMES
+from fashion_jax.inference.explain import Explainer
 from fashion_jax.inference.inspection import feature_maps
 from fashion_jax.inference.predictor import Predictor
 from fashion_jax.inference.preprocess import SIDE
@@ -61,6 +62,7 @@ class ModelService:
         self.workdir = str(workdir)
         self.predictor = Predictor(workdir)
         self.convolutional = is_convolutional(self.predictor.model)
+        self.explainer = Explainer(self.predictor.model, self.predictor.params)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name="fashion-jax-model", daemon=True)
         self._worker.start()
@@ -71,6 +73,7 @@ class ModelService:
         blank = np.zeros((SIDE, SIDE), np.uint8)
         self.classify(blank).result()
         self.explain(blank).result()
+        self.attributions(blank).result()
         self._info = self._call(self._describe).result()
 
     def classify(self, image: np.ndarray) -> Future:
@@ -82,6 +85,29 @@ class ModelService:
     def explain(self, image: np.ndarray) -> Future:
         """A Future of every conv layer's feature maps for one image: [] without conv layers."""
         return self._call(lambda: self._feature_maps(image))
+
+    def attributions(self, image: np.ndarray) -> Future:
+        """A Future of the maps of every method that applies, for the predicted class and the
+        runner-up: [{"class", "label", "probability", "maps": {method: 28x28 list}}, ...]."""
+        return self._call(lambda: self._attributions(image))
+
+    def _attributions(self, image: np.ndarray) -> list[dict[str, Any]]:
+        # One call per method for both classes: the image twice, a class each
+        pair = np.stack([np.asarray(image, np.uint8)] * 2)
+        probs = self.explainer.probabilities(pair[:1])[0]
+        top = np.argsort(-probs, kind="stable")[:2]
+        maps = self.explainer.explain(pair, top)
+        return [
+            {
+                "class": CLASS_NAMES[int(k)],
+                "label": int(k),
+                "probability": float(probs[k]),
+                "maps": {
+                    m: np.asarray(v[j], np.float64).round(8).tolist() for m, v in maps.items()
+                },
+            }
+            for j, k in enumerate(top)
+        ]
 
     def _call(self, call: Callable[[], Any]) -> Future:
         future: Future = Future()
@@ -101,6 +127,7 @@ class ModelService:
             "classes": list(CLASS_NAMES),
             "config": config_json.to_dict(config),
             "filters": self._filters() if self.convolutional else None,
+            "methods": list(self.explainer.methods),
         }
 
     def close(self) -> None:

@@ -120,6 +120,48 @@ function featureMaps(box, layers) {
   }
 }
 
+// The map colour and opacity of viz/explain.py's PNGs: the overlay's alpha is the map over its
+// maximum, so the browser test can read the API's map back from the canvas.
+const OVERLAY_RGB = [255, 89, 0];
+const METHOD_NOTES = {
+  saliency: "how much each pixel's change moves the class's score (|gradient|)",
+  "integrated-gradients": "each pixel's share of the score, summed along the way from a black image",
+  occlusion: "how much the score drops when a 4×4 patch is blacked out",
+  gradcam: "where the last conv layer's class-weighted features fire (14×14, so coarse: on " +
+    "Fashion-MNIST it measures weaker than the others when pixels are deleted)",
+};
+
+function drawAttribution(figure, pixels, item, method) {
+  paint($(".base", figure), 28, 28, (i) => [pixels[i] * 0.6, pixels[i] * 0.6, pixels[i] * 0.6]);
+  const flat = item.maps[method].flat();
+  const top = Math.max(...flat);
+  const canvas = $(".overlay", figure);
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(28, 28);
+  flat.forEach((v, i) => image.data.set([...OVERLAY_RGB, top > 0 ? Math.round(255 * v / top) : 0], 4 * i));
+  ctx.putImageData(image, 0, 0);
+  canvas.dataset.method = method;
+  canvas.dataset.label = String(item.label);
+  const which = figure.dataset.which === "predicted" ? "why" : "why not";
+  $("figcaption", figure).textContent =
+    `${which} ${item.class} (${(100 * item.probability).toFixed(1)}%) · ${method}`;
+}
+
+function showWhy(card, answer, pixels) {
+  const items = answer.attributions || [];
+  if (!items.length) return;
+  const select = $(".method", card);
+  select.replaceChildren(...Object.keys(items[0].maps).map((m) => new Option(m, m)));
+  const draw = () => {
+    const figures = card.querySelectorAll(".attribution");
+    items.forEach((item, k) => drawAttribution(figures[k], pixels, item, select.value));
+    $(".method-note", card).textContent = METHOD_NOTES[select.value] || "";
+  };
+  select.addEventListener("change", draw);
+  draw();
+  $(".why", card).hidden = false;
+}
+
 function showResult(card, answer) {
   const row = answer.prediction;
   card.classList.remove("pending");
@@ -131,6 +173,7 @@ function showResult(card, answer) {
   bars($(".bars", card), answer.probabilities, row.label);
   const notes = [`preprocessing: ${row.preprocessing}`, ...row.notes];
   $(".notes", card).textContent = notes.join(" · ");
+  showWhy(card, answer, pixels);
   featureMaps($(".maps", card), answer.feature_maps);
   card.dataset.state = "done";
 }
