@@ -195,3 +195,19 @@ def test_save_writes_a_png_per_file_and_method(models, files, tmp_path) -> None:
     assert names == sorted(f"{s}-{m}.png" for s in ("a", "b") for m in METHODS)
     assert Image.open(tmp_path / "a-gradcam.png").size[0] > 100
     assert str(tmp_path / "a-saliency.png") in out
+
+
+def test_confused_pairs_are_the_largest_off_diagonal_cells_most_confident_first() -> None:
+    from fashion_jax.inference.mistakes import confused_pairs
+
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    said = np.array([1, 1, 0, 1, 2, 0, 0, 0, 2])  # 0->1 twice, 2->0 three times, 1->2 once
+    confidence = np.array([0.6, 0.9, 1, 1, 0.5, 0.7, 0.8, 0.75, 1])
+    probs = np.full((9, 10), 0.01)
+    probs[np.arange(9), said] = confidence
+    groups = confused_pairs(probs, labels, pairs=2, per_pair=2)
+    assert [(g["true"], g["predicted"], g["count"]) for g in groups] == [
+        (CLASS_NAMES[2], CLASS_NAMES[0], 3),
+        (CLASS_NAMES[0], CLASS_NAMES[1], 2),
+    ]
+    assert groups[0]["indices"] == [6, 7] and groups[1]["indices"] == [1, 0]

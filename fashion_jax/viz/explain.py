@@ -62,3 +62,21 @@ def save_explanations(folder: str | os.PathLike, stems: dict[str, str]) -> Any:
         return {"saved": saved}
 
     return on_image
+
+
+def plot_mistakes(
+    images: np.ndarray, groups: list[dict], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """One row per confused pair (inference/mistakes.py): each wrong image with its map for the
+    class the model said, titled with its confidence."""
+    cols = max((len(g["indices"]) for g in groups), default=1)
+    fig = new_figure(figsize=(2.1 * cols, 2.4 * max(len(groups), 1) + 0.4))
+    axes = np.asarray(fig.subplots(max(len(groups), 1), cols, squeeze=False))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, group in zip(axes, groups):
+        for ax, i, p, m in zip(row, group["indices"], group["confidence"], group["maps"]):
+            draw_map(ax, images[i], m, f"#{i}: {group['true']}\nsaid {group['predicted']} {p:.2f}")
+    heading = "most confident mistakes of the most confused pairs (map: integrated gradients)"
+    fig.suptitle(f"{title}: {heading}" if title else heading, fontsize=9)
+    return save_figure(fig, path)
