@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from serve_helpers import photos, small_cnn, start_server
 
+from fashion_jax.data.dataset import CLASS_NAMES
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -143,5 +145,37 @@ def test_the_why_overlay_is_the_apis_map_for_each_method_and_the_runner_up(serve
             card.locator("select.method").select_option("integrated-gradients")
             page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
             card.locator(".why").screenshot(path="/tmp/ex/why.png")
+        finally:
+            browser.close()
+
+
+def test_the_mistakes_view_draws_the_apis_gallery(server, real_data, tmp_path):
+    start = sync_playwright()
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        gallery = client.get("/api/mistakes").json()
+    items = [item for group in gallery["groups"] for item in group["items"]]
+    assert gallery["groups"] and items
+    for group in gallery["groups"]:  # each image's label is the pair's true class
+        assert group["true"] != group["predicted"]
+        assert {CLASS_NAMES[real_data.test_y[item["index"]]] for item in group["items"]} == {
+            group["true"]
+        }
+    with start() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready=true]")
+            page.click("#show-mistakes")
+            page.wait_for_selector("body[data-mistakes=shown]", timeout=120_000)
+            tiles = page.locator("#mistakes figure.mistake")
+            assert tiles.count() == len(items)
+            assert [int(tiles.nth(k).get_attribute("data-index")) for k in range(len(items))] == [
+                item["index"] for item in items
+            ]
+            shown = np.asarray(tiles.nth(0).locator("canvas.overlay").evaluate(OVERLAY_ALPHA))
+            m = np.asarray(items[0]["map"])
+            np.testing.assert_allclose(shown.reshape(28, 28), np.round(255 * m / m.max()), atol=1)
+            page.locator("#mistakes-panel").screenshot(path="/tmp/ex/mistakes-page.png")
         finally:
             browser.close()

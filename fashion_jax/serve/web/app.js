@@ -133,13 +133,8 @@ const METHOD_NOTES = {
 
 function drawAttribution(figure, pixels, item, method) {
   paint($(".base", figure), 28, 28, (i) => [pixels[i] * 0.6, pixels[i] * 0.6, pixels[i] * 0.6]);
-  const flat = item.maps[method].flat();
-  const top = Math.max(...flat);
   const canvas = $(".overlay", figure);
-  const ctx = canvas.getContext("2d");
-  const image = ctx.createImageData(28, 28);
-  flat.forEach((v, i) => image.data.set([...OVERLAY_RGB, top > 0 ? Math.round(255 * v / top) : 0], 4 * i));
-  ctx.putImageData(image, 0, 0);
+  overlayOn(canvas, item.maps[method].flat());
   canvas.dataset.method = method;
   canvas.dataset.label = String(item.label);
   const which = figure.dataset.which === "predicted" ? "why" : "why not";
@@ -160,6 +155,68 @@ function showWhy(card, answer, pixels) {
   select.addEventListener("change", draw);
   draw();
   $(".why", card).hidden = false;
+}
+
+function overlayOn(canvas, flat) {
+  const top = Math.max(...flat);
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(28, 28);
+  flat.forEach((v, i) => image.data.set([...OVERLAY_RGB, top > 0 ? Math.round(255 * v / top) : 0], 4 * i));
+  ctx.putImageData(image, 0, 0);
+}
+
+function mistakeTile(item, group) {
+  const figure = document.createElement("figure");
+  figure.className = "mistake";
+  figure.dataset.index = String(item.index);
+  const stack = document.createElement("div");
+  stack.className = "stack";
+  const pixels = bytesOf(item.image);
+  const base = paint(document.createElement("canvas"), 28, 28, (i) => Array(3).fill(pixels[i] * 0.6));
+  base.className = "base";
+  const overlay = document.createElement("canvas");
+  overlay.className = "overlay";
+  overlay.width = overlay.height = 28;
+  overlayOn(overlay, item.map.flat());
+  stack.append(base, overlay);
+  const caption = document.createElement("figcaption");
+  caption.textContent = `#${item.index}: said ${group.predicted} ${(100 * item.confidence).toFixed(0)}%`;
+  figure.append(stack, caption);
+  return figure;
+}
+
+async function showMistakes() {
+  const button = $("#show-mistakes");
+  button.disabled = true;
+  button.textContent = "finding them on the test set…";
+  const caption = $("#mistakes-caption");
+  try {
+    const response = await fetch("api/mistakes");
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+    caption.textContent = `The most confused pairs of classes on the 10,000 test images; in each, ` +
+      `the wrong answers given with the most confidence, with the ${answer.method} map of the class it said.`;
+    const box = $("#mistakes");
+    box.replaceChildren();
+    for (const group of answer.groups) {
+      const row = document.createElement("div");
+      row.className = "mistake-row";
+      const heading = document.createElement("h4");
+      heading.textContent = `${group.true} taken for ${group.predicted} · ${group.count} times`;
+      const tiles = document.createElement("div");
+      tiles.className = "tiles";
+      tiles.append(...group.items.map((item) => mistakeTile(item, group)));
+      row.append(heading, tiles);
+      box.append(row);
+    }
+    button.hidden = true;
+    document.body.dataset.mistakes = "shown";
+  } catch (err) {
+    caption.textContent = String(err.message || err);
+    button.disabled = false;
+    button.textContent = "try again";
+  }
+  caption.hidden = false;
 }
 
 function showResult(card, answer) {
@@ -232,6 +289,7 @@ async function start() {
     uploadAll(e.dataTransfer.files);
   });
   $("#clear").addEventListener("click", () => $("#results").replaceChildren());
+  $("#show-mistakes").addEventListener("click", showMistakes);
   try {
     const response = await fetch("api/model");
     showModel(await response.json());
