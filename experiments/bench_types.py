@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "experiments" / "peers.py"
 
 CLI_STATS = ROOT / "experiments" / "cli_stats.py"
+EXPLAIN_CHECKS = ROOT / "experiments" / "research" / "explain_checks.py"
 BEFORE_FAST_START = "5b21e68"  # the code before issue 15's start-up work: predict's baseline
 TASKS: dict[str, str] = {
     "cnn": "CNN, 1 epoch (Adam, batch 32)",
@@ -28,6 +29,7 @@ TASKS: dict[str, str] = {
     "evaluate_process": "`evaluate` on test: whole process",
     "predict_process": "`predict` one image: whole process",
     "predict": "`predict` one image, start to answer (warm caches)",
+    "explain": "explain one image, all four methods, warm call (chapter CNN)",
     "help": "`--help`: start to exit",
 }
 PEER_IMPLS = ("torch", "keras", "sklearn", "baseline")  # one ratio column each: ours / peer

@@ -18,7 +18,10 @@ The checks:
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,3 +144,109 @@ def _after(
     for row, idx in zip(cut, order):
         row[idx[: int(np.ceil(DELETE_SHARE * len(idx)))]] = 0
     return explainer.probabilities(cut.reshape(images.shape))[np.arange(len(images)), pred]
+
+
+def chapter_workdir(workdir: str | None, out: Path) -> Path:
+    """The given workdir, or the chapter CNN (3 epochs) trained into `out` once."""
+    from fashion_jax.config import RunOptions, preset
+    from fashion_jax.data.dataset import load_dataset
+    from fashion_jax.training.loop import fit
+
+    if workdir:
+        return Path(workdir)
+    if not (out / "result.json").exists():
+        fit(preset("chapter", epochs=3), load_dataset(), out, RunOptions(quiet=True))
+    return out
+
+
+def known_answer(n: int, epochs: int) -> dict[str, float]:
+    """Mass inside the square for each method, on a small CNN trained on `n` region_images."""
+    import tempfile
+
+    from fashion_jax.config import RunOptions, TrainConfig, model_config
+    from fashion_jax.data.dataset import FashionMNIST
+    from fashion_jax.model.models import build_model
+    from fashion_jax.training.loop import fit
+
+    parts = [region_images(k, seed) for k, seed in ((n, 0), (1000, 1), (200, 2))]
+    model = model_config("cnn", filters=(8, 16), hidden=32, dropout=0.0)
+    config = TrainConfig(model=model, optimizer="adam", epochs=epochs, patience=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = FashionMNIST(*parts[0], *parts[1], *parts[2], "synthetic")
+        result = fit(config, data, Path(tmp) / "w", RunOptions(quiet=True))
+    images, labels = parts[2]
+    out = {"test_accuracy": result.summary()["test_accuracy"], "area": region_area()}
+    for layer in ("conv1", "conv0"):
+        explainer = Explainer(build_model(model), result.params, gradcam_layer=layer)
+        maps = explainer.explain(images, labels, None if layer == "conv1" else ("gradcam",))
+        for method, m in maps.items():
+            out[method if layer == "conv1" else f"gradcam@{layer}"] = mass_in_region(m)
+    return out
+
+
+def one_image_seconds(explainer: Explainer, images: np.ndarray, repeats: int = 20) -> float:
+    """Median wall time of all methods on one image, after a warm-up call."""
+    explainer.explain(images[:1])
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        explainer.explain(images[i % len(images)][None])
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def bench() -> dict[str, Any]:
+    """The bench's row (experiments/bench_workloads.py): one image, all four methods, warm, on
+    the chapter CNN with its seed-0 weights (the time does not depend on what they are)."""
+    from fashion_jax.config import model_config
+    from fashion_jax.data.dataset import load_split
+    from fashion_jax.model.models import build_model, init_params
+
+    model = build_model(model_config("cnn"))
+    explainer = Explainer(model, init_params(model, 0))
+    return {"seconds": one_image_seconds(explainer, load_split("test")[0][:20])}
+
+
+def main() -> None:
+    from fashion_jax.data.dataset import load_split
+    from fashion_jax.model.models import init_params
+    from fashion_jax.storage.model_files import load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", help="a trained chapter CNN (default: train one)")
+    parser.add_argument("--images", type=int, default=100, help="test images (default: 100)")
+    parser.add_argument("--known-train", type=int, default=20000)
+    parser.add_argument("--known-epochs", type=int, default=10)
+    parser.add_argument("--bench", action="store_true", help="only the one-image time, as JSON")
+    args = parser.parse_args()
+    if args.bench:
+        print(json.dumps(bench()))
+        return
+    workdir = chapter_workdir(args.workdir, ROOT / "experiments" / "out" / "explain_chapter")
+    _, model, params = load_model(workdir)
+    images = load_split("test")[0][: args.images]
+    explainer = Explainer(model, params)
+    pred = explainer.probabilities(images).argmax(-1)
+    trained = explainer.explain(images, pred)
+    fine = Explainer(model, params, gradcam_layer="conv0").explain(images, pred, ("gradcam",))
+    random = Explainer(model, init_params(model, 1)).explain(images, pred)
+    again = explainer.explain(images, pred)
+    figures: dict[str, Any] = {
+        "workdir": str(workdir),
+        "images": len(images),
+        "repeat_identical": {m: bool(np.array_equal(again[m], v)) for m, v in trained.items()},
+        "spearman": randomisation(trained, random, images > 0),
+        "deletion": deletion(explainer, images, trained | {"gradcam@conv0": fine["gradcam"]}),
+        "ig_completeness": {
+            steps: {"max": float(e.max()), "mean": float(e.mean())}
+            for steps in (8, 16, 32, 64)
+            for e in [completeness(model, params, images, pred, steps)]
+        },
+        "one_image_all_methods_seconds": one_image_seconds(explainer, images),
+        "known_answer": known_answer(args.known_train, args.known_epochs),
+    }
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
