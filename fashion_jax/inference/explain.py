@@ -31,7 +31,7 @@ from fashion_jax.model.models import ACTIVATIONS, forward, is_convolutional, pix
 
 SIDE = 28
 METHODS = ("saliency", "integrated-gradients", "occlusion", "gradcam")
-IG_STEPS = 32  # Gauss-Legendre nodes: completeness within 1% on the chapter CNN (docs/CHAPTER.md)
+IG_STEPS = 256  # Gauss-Legendre nodes: completeness within 1% on the chapter CNN (docs/CHAPTER.md)
 PATCH, STRIDE = 4, 2  # occlusion: every pixel is covered by (PATCH // STRIDE) ** 2 = 4 patches
 # Images per compiled call, from the rows one call expands to (an image is 225 occluded copies, or
 # IG_STEPS points on its path): about 512 images' activations live at once, whatever the method.
