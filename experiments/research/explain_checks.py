@@ -30,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fashion_jax.inference.explain import Explainer, integrated_gradients  # noqa: E402
+from fashion_jax.inference.explain import IG_STEPS, Explainer, integrated_gradients  # noqa: E402
 
 DELETE_SHARE = 0.10
 RANDOM_DRAWS = 5
@@ -239,7 +239,7 @@ def main() -> None:
         "deletion": deletion(explainer, images, trained | {"gradcam@conv0": fine["gradcam"]}),
         "ig_completeness": {
             steps: {"max": float(e.max()), "mean": float(e.mean())}
-            for steps in (8, 16, 32, 64)
+            for steps in (8, 32, 128, IG_STEPS)
             for e in [completeness(model, params, images, pred, steps)]
         },
         "one_image_all_methods_seconds": one_image_seconds(explainer, images),
