@@ -210,7 +210,7 @@ def _add_explain(sub: Any) -> None:
         "--class",
         dest="target",
         metavar="C",
-        help="explain class C (an index 0-9 or a name such as Shirt) instead of the predicted one",
+        help="explain class C, an index 0-9 or a name such as Shirt (default: the predicted class)",
     )
     p.add_argument(
         "--gradcam-layer",
@@ -220,7 +220,8 @@ def _add_explain(sub: Any) -> None:
     p.add_argument(
         "--save",
         metavar="DIR",
-        help="write a PNG per file and method into DIR: the input with the map over it",
+        help="write a PNG per file and method into DIR: the input with the map over it "
+        "(default: none written)",
     )
     add_common(p, data=False)
 
