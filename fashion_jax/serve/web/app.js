@@ -127,8 +127,10 @@ const METHOD_NOTES = {
   saliency: "how much each pixel's change moves the class's score (|gradient|)",
   "integrated-gradients": "each pixel's share of the score, summed along the way from a black image",
   occlusion: "how much the score drops when a 4×4 patch is blacked out",
-  gradcam: "where the last conv layer's class-weighted features fire (14×14, so coarse: on " +
-    "Fashion-MNIST it measures weaker than the others when pixels are deleted)",
+  gradcam: "where the last conv layer's class-weighted features fire. Coarse (14×14): on the " +
+    "chapter CNN, blackening its top garment pixels costs the class less than blackening random " +
+    "ones (0.54×; integrated gradients and occlusion 3.6×), so read it as where the layer looked, " +
+    "not which pixels mattered",
 };
 
 function drawAttribution(figure, pixels, item, method) {
