@@ -103,6 +103,7 @@ def test_plot_all_cnn_writes_every_figure(cnn_run, small: FashionMNIST) -> None:
         "feature_maps_conv0",
         "feature_maps_conv1",
         "confusion",
+        "mistakes",
         "curves",
     }
     assert {Path(p).name for p in out.values()} == {
@@ -111,6 +112,7 @@ def test_plot_all_cnn_writes_every_figure(cnn_run, small: FashionMNIST) -> None:
         "feature_maps_conv0.png",
         "feature_maps_conv1.png",
         "confusion.png",
+        "mistakes.png",
         "curves.png",
     }
     assert all(Path(p).parent == cnn_dir / "plots" for p in out.values())
@@ -169,7 +171,9 @@ def test_dense_workdir_skips_filters_but_plots_the_rest(
     assert out["filters"] == note and out["feature_maps"] == note
     _read_png(out["confusion"])
     _read_png(out["curves"])
-    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["confusion.png", "curves.png"]
+    _read_png(out["mistakes"])
+    figures = sorted(p.name for p in (tmp_path / "figs").iterdir())
+    assert figures == ["confusion.png", "curves.png", "mistakes.png"]
     assert inspection.feature_maps(model, params, small.test_x[0]) == {}
 
 

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from serve_helpers import photos, small_cnn, start_server
 
+from fashion_jax.data.dataset import CLASS_NAMES
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
@@ -99,5 +101,81 @@ def test_an_uploaded_photo_shows_the_apis_class_bars_image_and_feature_maps(serv
                 maps = card.locator(f'.fmap-layer[data-layer="{layer}"] canvas.fmap')
                 assert maps.count() == channels
             assert errors == []
+        finally:
+            browser.close()
+
+
+OVERLAY_ALPHA = """canvas => Array.from(
+    canvas.getContext("2d").getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 3))"""
+
+
+def test_the_why_overlay_is_the_apis_map_for_each_method_and_the_runner_up(server, tmp_path):
+    start = sync_playwright()
+    photo = tmp_path / "garment.png"
+    photo.write_bytes(photos(3, seed=6)[2])
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        answer = client.post("/api/explain", files={"file": (photo.name, photo.read_bytes())})
+    attributions = answer.json()["attributions"]
+    assert [a["label"] for a in attributions] == [
+        t["label"] for t in answer.json()["prediction"]["top3"][:2]
+    ]
+    with start() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready=true]")
+            page.set_input_files("#file-input", str(photo))
+            card = page.locator(".card[data-state=done]")
+            card.wait_for(timeout=60_000)
+            methods = card.locator("select.method option").all_text_contents()
+            assert methods == list(attributions[0]["maps"]) and "gradcam" in methods
+            for method in methods:
+                card.locator("select.method").select_option(method)
+                for k, item in enumerate(attributions):
+                    overlay = card.locator("canvas.overlay").nth(k)
+                    assert overlay.get_attribute("data-method") == method
+                    assert overlay.get_attribute("data-label") == str(item["label"])
+                    shown = np.asarray(overlay.evaluate(OVERLAY_ALPHA), float).reshape(28, 28)
+                    m = np.asarray(item["maps"][method])
+                    assert m.max() > 0
+                    np.testing.assert_allclose(shown, np.round(255 * m / m.max()), atol=1)
+            caption = card.locator(".attribution[data-which=runner-up] figcaption")
+            assert caption.text_content().startswith(f"why not {attributions[1]['class']}")
+            card.locator("select.method").select_option("integrated-gradients")
+            page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
+            card.locator(".why").screenshot(path="/tmp/ex/why.png")
+        finally:
+            browser.close()
+
+
+def test_the_mistakes_view_draws_the_apis_gallery(server, real_data, tmp_path):
+    start = sync_playwright()
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        gallery = client.get("/api/mistakes").json()
+    items = [item for group in gallery["groups"] for item in group["items"]]
+    assert gallery["groups"] and items
+    for group in gallery["groups"]:  # each image's label is the pair's true class
+        assert group["true"] != group["predicted"]
+        assert {CLASS_NAMES[real_data.test_y[item["index"]]] for item in group["items"]} == {
+            group["true"]
+        }
+    with start() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(server.url)
+            page.wait_for_selector("body[data-ready=true]")
+            page.click("#show-mistakes")
+            page.wait_for_selector("body[data-mistakes=shown]", timeout=120_000)
+            tiles = page.locator("#mistakes figure.mistake")
+            assert tiles.count() == len(items)
+            assert [int(tiles.nth(k).get_attribute("data-index")) for k in range(len(items))] == [
+                item["index"] for item in items
+            ]
+            shown = np.asarray(tiles.nth(0).locator("canvas.overlay").evaluate(OVERLAY_ALPHA))
+            m = np.asarray(items[0]["map"])
+            np.testing.assert_allclose(shown.reshape(28, 28), np.round(255 * m / m.max()), atol=1)
+            page.locator("#mistakes-panel").screenshot(path="/tmp/ex/mistakes-page.png")
         finally:
             browser.close()

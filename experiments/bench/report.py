@@ -81,6 +81,7 @@ TARGETS: dict[str, list[Check]] = {
     "ours_fast": [_ratio_at_most("torch", 1.25, "cnn"), _accuracy_at_least(0.92)],
     "ours_dense_fit": [_ratio_at_most("keras", 0.5)],
     "ours_predict": [_ratio_at_most("baseline", 0.8)],
+    "ours_explain": [_seconds_at_most(0.3)],  # issue 25
     **{f"warm_{c}": [_compile_vs_cold(0.2)] for c in ("train", "cv", "evaluate", "predict")},
     **{
         name: [_seconds_at_most(0.5)]

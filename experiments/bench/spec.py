@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: fashion_jax/ and exp
 # The modules the children run as `python -m`: their cwd and PYTHONPATH put ROOT on sys.path.
 PEERS = "experiments.bench.peers"
 CLI_STATS = "experiments.bench.cli_stats"
+EXPLAIN_CHECKS = "experiments.research.explain_checks"
 BEFORE_FAST_START = "5b21e68"  # the code before issue 15's start-up work: predict's baseline
 TASKS: dict[str, str] = {
     "cnn": "CNN, 1 epoch (Adam, batch 32)",
@@ -28,6 +29,7 @@ TASKS: dict[str, str] = {
     "evaluate_process": "`evaluate` on test: whole process",
     "predict_process": "`predict` one image: whole process",
     "predict": "`predict` one image, start to answer (warm caches)",
+    "explain": "explain one image, all four methods, warm call (chapter CNN)",
     "help": "`--help`: start to exit",
 }
 PEER_IMPLS = ("torch", "keras", "sklearn", "baseline")  # one ratio column each: ours / peer

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.bench.spec import CLI_STATS, PEERS, Options, Workload
+from experiments.bench.spec import CLI_STATS, EXPLAIN_CHECKS, PEERS, Options, Workload
 
 
 def _ours(*args: str, train: bool = True) -> Callable[[Options, Path], list[str]]:
@@ -270,6 +270,15 @@ WORKLOADS: tuple[Workload, ...] = (
         cache="warm",
         cache_key="predict",
         warmup=1,
+    ),
+    # issue 25: the maps of one image by all four methods, timed in process after a warm-up call
+    Workload(
+        "ours_explain",
+        "explain",
+        "ours",
+        lambda opts, tmp: [sys.executable, "-m", EXPLAIN_CHECKS, "--bench"],
+        lambda res, wall: {"seconds": float(res["seconds"])},
+        label="fashion_jax Explainer, median of 20",
     ),
     _help(),
     _help("train"),

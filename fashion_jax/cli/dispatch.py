@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "train": "fashion_jax.cli.commands.train:cmd_train",
     "evaluate": "fashion_jax.cli.commands.evaluate:cmd_evaluate",
     "predict": "fashion_jax.cli.commands.predict:cmd_predict",
+    "explain": "fashion_jax.cli.commands.explain:cmd_explain",
     "cv": "fashion_jax.cli.commands.cv:cmd_cv",
     "shapes": "fashion_jax.cli.commands.chapter:cmd_shapes",
     "xor": "fashion_jax.cli.commands.chapter:cmd_xor",

@@ -15,6 +15,9 @@ from fashion_jax.config import PREPROCESS_MODES, PRESETS, CVOptions, RunOptions
 from fashion_jax.errors import FashionJaxError
 from fashion_jax.runtime.clusters import CLUSTER_CHOICES
 
+# inference/explain.METHODS again: --help must not import JAX (test_explain checks they agree)
+EXPLAIN_METHODS = ("saliency", "integrated-gradients", "occlusion", "gradcam")
+
 
 class CliError(FashionJaxError):
     """Raised for bad flags; printed as one line."""
@@ -162,20 +165,14 @@ def build_parser() -> OneLineParser:
     )
     p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
     p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
-    p.add_argument(
-        "--preprocess",
-        choices=list(PREPROCESS_MODES),
-        default=PREPROCESS_MODES[0],
-        help="fashion-mnist: the dataset's own conversion of a shop photo (trim, resize, "
-        "sharpen, centre, negate); none: only grey and 28x28; auto: the conversion unless the "
-        "image already looks like Fashion-MNIST (a light garment on black) (default: auto)",
-    )
+    _add_preprocess(p)
     p.add_argument(
         "--save-inputs",
         metavar="DIR",
         help="write the 28x28 PNG the model saw for each file into DIR (default: none written)",
     )
     add_common(p, data=False)
+    _add_explain(sub)
 
     _add_cv(sub)
     _add_chapter_tools(sub)
@@ -194,6 +191,51 @@ def build_parser() -> OneLineParser:
     _add_serve(sub)
     _add_keras(sub)
     return parser
+
+
+def _add_preprocess(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preprocess",
+        choices=list(PREPROCESS_MODES),
+        default=PREPROCESS_MODES[0],
+        help="fashion-mnist: the dataset's own conversion of a shop photo (trim, resize, "
+        "sharpen, centre, negate); none: only grey and 28x28; auto: the conversion unless the "
+        "image already looks like Fashion-MNIST (a light garment on black) (default: auto)",
+    )
+
+
+def _add_explain(sub: Any) -> None:
+    p = sub.add_parser(
+        "explain", help="which pixels decided the class: saliency, integrated gradients, ..."
+    )
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
+    _add_preprocess(p)
+    p.add_argument(
+        "--method",
+        choices=[*EXPLAIN_METHODS, "all"],
+        default="all",
+        help="the attribution map to compute; all: every one that applies to the model "
+        "(gradcam needs a conv layer) (default: all)",
+    )
+    p.add_argument(
+        "--class",
+        dest="target",
+        metavar="C",
+        help="explain class C, an index 0-9 or a name such as Shirt (default: the predicted class)",
+    )
+    p.add_argument(
+        "--gradcam-layer",
+        metavar="LAYER",
+        help="the conv layer Grad-CAM reads, e.g. conv0 (default: the last one)",
+    )
+    p.add_argument(
+        "--save",
+        metavar="DIR",
+        help="write a PNG per file and method into DIR: the input with the map over it "
+        "(default: none written)",
+    )
+    add_common(p, data=False)
 
 
 def _add_serve(sub: Any) -> None:

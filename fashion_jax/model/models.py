@@ -106,7 +106,9 @@ class CNN(nn.Module):
                 conv = nn.Conv(
                     features, kernel, strides=cfg.strides, padding=padding, name=f"conv{i}"
                 )
-            x = ACTIVATIONS[cfg.activation](conv(x))
+            # A no-op unless a 'perturbations' collection is passed in: then its gradient is the
+            # gradient with respect to this layer's activations (Grad-CAM, inference/explain.py).
+            x = self.perturb(f"conv{i}_act", ACTIVATIONS[cfg.activation](conv(x)))
             if cfg.pool > 1:
                 x = max_pool(x, cfg.pool)
         x = x.reshape(x.shape[0], -1)

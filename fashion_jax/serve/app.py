@@ -1,10 +1,13 @@
 """The web side of `fashion-jax serve`: a Starlette app over a `ModelService`.
 
-Routes: `GET /` the page (fashion_jax/web/), `GET /api/model` what the model is,
+Routes: `GET /` the page (fashion_jax/serve/web/), `GET /api/model` what the model is,
+`GET /api/mistakes` the gallery of the model's most confident test-set mistakes,
 `POST /api/predict` (multipart field `file`) exactly the object `predict --json` gives for one
-file, `POST /api/explain` that object plus the 28x28 image the model saw and every conv layer's
-feature maps. A bad request is answered {"error": "one line"} with a 4xx status; nothing a client
-sends stops the server. Imported only by `serve`, because Starlette is an optional dependency.
+file, `POST /api/explain` that object plus the 28x28 image the model saw, every conv layer's
+feature maps and `attributions`: the maps of every method (inference/explain.py) for the predicted
+class and the runner-up. A bad request is answered {"error": "one line"} with a 4xx status;
+nothing a client sends stops the server. Imported only by `serve`, because Starlette is an
+optional dependency.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fashion_jax.config import PREPROCESS_MODES
+from fashion_jax.data.idx import DataError
 from fashion_jax.errors import FashionJaxError
 from fashion_jax.inference.preprocess import ImageError, Prepared, prepare_bytes
 from fashion_jax.serve.service import ModelService
@@ -120,14 +124,20 @@ def build_app(
 
     async def explain(request: Request) -> JSONResponse:
         name, prepared = await prepare(request)
-        probs, maps = await asyncio.gather(
+        probs, maps, attributions = await asyncio.gather(
             asyncio.wrap_future(service.classify(prepared.image)),
             asyncio.wrap_future(service.explain(prepared.image)),
+            asyncio.wrap_future(service.attributions(prepared.image)),
         )
-        return JSONResponse(explanation(service, name, prepared, probs, maps))
+        answer = explanation(service, name, prepared, probs, maps)
+        return JSONResponse(answer | {"attributions": attributions})
+
+    async def gallery(request: Request) -> JSONResponse:
+        return JSONResponse(await asyncio.wrap_future(service.mistakes()))
 
     app = Starlette(
         routes=[
+            Route("/api/mistakes", gallery),
             Route("/api/model", model_info),
             Route("/api/predict", predict, methods=["POST"]),
             Route("/api/explain", explain, methods=["POST"]),
@@ -136,6 +146,7 @@ def build_app(
         exception_handlers={
             BadUpload: bad_upload,
             ImageError: not_an_image,
+            DataError: no_data,
             HTTPException: http_error,
             Exception: server_error,
         },
@@ -154,6 +165,10 @@ async def bad_upload(request: Request, err: Exception) -> JSONResponse:
 
 async def not_an_image(request: Request, err: Exception) -> JSONResponse:
     return error(415, str(err))
+
+
+async def no_data(request: Request, err: Exception) -> JSONResponse:
+    return error(404, f"no test set to find mistakes in: {err}")
 
 
 async def http_error(request: Request, err: Exception) -> JSONResponse:

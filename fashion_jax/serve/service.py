@@ -21,8 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from fashion_jax.data.dataset import CLASS_NAMES
+from fashion_jax.data.dataset import CLASS_NAMES, load_split
+from fashion_jax.inference.explain import Explainer
 from fashion_jax.inference.inspection import feature_maps
+from fashion_jax.inference.mistakes import GALLERY_METHOD, mistakes
 from fashion_jax.inference.predictor import Predictor
 from fashion_jax.inference.preprocess import SIDE
 from fashion_jax.model.models import is_convolutional
@@ -61,6 +63,8 @@ class ModelService:
         self.workdir = str(workdir)
         self.predictor = Predictor(workdir)
         self.convolutional = is_convolutional(self.predictor.model)
+        self.explainer = Explainer(self.predictor.model, self.predictor.params)
+        self._gallery: dict[str, Any] | None = None  # the mistakes, once asked for
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, name="fashion-jax-model", daemon=True)
         self._worker.start()
@@ -71,6 +75,7 @@ class ModelService:
         blank = np.zeros((SIDE, SIDE), np.uint8)
         self.classify(blank).result()
         self.explain(blank).result()
+        self.attributions(blank).result()
         self._info = self._call(self._describe).result()
 
     def classify(self, image: np.ndarray) -> Future:
@@ -82,6 +87,45 @@ class ModelService:
     def explain(self, image: np.ndarray) -> Future:
         """A Future of every conv layer's feature maps for one image: [] without conv layers."""
         return self._call(lambda: self._feature_maps(image))
+
+    def attributions(self, image: np.ndarray) -> Future:
+        """A Future of the maps of every method that applies, for the predicted class and the
+        runner-up: [{"class", "label", "probability", "maps": {method: 28x28 list}}, ...]."""
+        return self._call(lambda: self._attributions(image))
+
+    def _attributions(self, image: np.ndarray) -> list[dict[str, Any]]:
+        # One call per method for both classes: the image twice, a class each
+        pair = np.stack([np.asarray(image, np.uint8)] * 2)
+        probs = self.explainer.probabilities(pair[:1])[0]
+        top = np.argsort(-probs, kind="stable")[:2]
+        maps = self.explainer.explain(pair, top)
+        return [
+            {
+                "class": CLASS_NAMES[int(k)],
+                "label": int(k),
+                "probability": float(probs[k]),
+                "maps": {
+                    m: np.asarray(v[j], np.float64).round(8).tolist() for m, v in maps.items()
+                },
+            }
+            for j, k in enumerate(top)
+        ]
+
+    def mistakes(self) -> Future:
+        """A Future of the gallery of mistakes on the test set (inference/mistakes.py), computed
+        on the first call: [{"true", "predicted", "count", "items": [{"index", "confidence",
+        "image": base64 uint8, "map": 28x28 list}]}]; a DataError without the data files."""
+        return self._call(self._mistakes)
+
+    def _mistakes(self) -> dict[str, Any]:
+        if self._gallery is None:
+            images, labels = load_split("test")
+            groups = mistakes(self.explainer, images, labels)
+            self._gallery = {
+                "method": GALLERY_METHOD,
+                "groups": [_gallery_group(images, g) for g in groups],
+            }
+        return self._gallery
 
     def _call(self, call: Callable[[], Any]) -> Future:
         future: Future = Future()
@@ -101,6 +145,7 @@ class ModelService:
             "classes": list(CLASS_NAMES),
             "config": run_files.to_dict(config),
             "filters": self._filters() if self.convolutional else None,
+            "methods": list(self.explainer.methods),
         }
 
     def close(self) -> None:
@@ -160,6 +205,14 @@ class ModelService:
             )
             for other in later:
                 self._jobs.put(other)  # a stop or an explain taken while gathering the batch
+
+
+def _gallery_group(images: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+    items = [
+        {"index": i, "confidence": p, "image": _b64(images[i]), "map": m.round(8).tolist()}
+        for i, p, m in zip(group["indices"], group["confidence"], group["maps"].astype(float))
+    ]
+    return {k: group[k] for k in ("true", "predicted", "count")} | {"items": items}
 
 
 def _settle(jobs: list[_Job], compute: Callable[[list[_Job]], Any]) -> None:

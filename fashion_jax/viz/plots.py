@@ -235,6 +235,8 @@ def plot_all(
         plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set")
     )
 
+    written["mistakes"] = str(_mistakes_figure(model, params, data, name, out))
+
     history = read_history(workdir / "history.jsonl")
     if history:
         written["curves"] = str(plot_history(history, out / "curves.png", title=name))
@@ -264,3 +266,14 @@ def _plot_image(image: np.ndarray, title: str, path: Path) -> Path:
     ax.set_title(title)
     ax.axis("off")
     return save_figure(fig, path)
+
+
+def _mistakes_figure(
+    model: nn.Module, params: Any, data: FashionMNIST, name: str, out: Path
+) -> Path:
+    from fashion_jax.inference.explain import Explainer
+    from fashion_jax.inference.mistakes import mistakes
+    from fashion_jax.viz.explain import plot_mistakes  # viz/explain imports this module
+
+    groups = mistakes(Explainer(model, params), data.test_x, data.test_y)
+    return plot_mistakes(data.test_x, groups, out / "mistakes.png", title=f"{name}, test set")

@@ -120,6 +120,107 @@ function featureMaps(box, layers) {
   }
 }
 
+// The map colour and opacity of viz/explain.py's PNGs: the overlay's alpha is the map over its
+// maximum, so the browser test can read the API's map back from the canvas.
+const OVERLAY_RGB = [255, 89, 0];
+const METHOD_NOTES = {
+  saliency: "how much each pixel's change moves the class's score (|gradient|)",
+  "integrated-gradients": "each pixel's share of the score, summed along the way from a black image",
+  occlusion: "how much the score drops when a 4×4 patch is blacked out",
+  gradcam: "where the last conv layer's class-weighted features fire. Coarse (14×14): on the " +
+    "chapter CNN, blackening its top garment pixels costs the class less than blackening random " +
+    "ones (0.54×; integrated gradients and occlusion 3.6×), so read it as where the layer looked, " +
+    "not which pixels mattered",
+};
+
+function drawAttribution(figure, pixels, item, method) {
+  paint($(".base", figure), 28, 28, (i) => [pixels[i] * 0.6, pixels[i] * 0.6, pixels[i] * 0.6]);
+  const canvas = $(".overlay", figure);
+  overlayOn(canvas, item.maps[method].flat());
+  canvas.dataset.method = method;
+  canvas.dataset.label = String(item.label);
+  const which = figure.dataset.which === "predicted" ? "why" : "why not";
+  $("figcaption", figure).textContent =
+    `${which} ${item.class} (${(100 * item.probability).toFixed(1)}%) · ${method}`;
+}
+
+function showWhy(card, answer, pixels) {
+  const items = answer.attributions || [];
+  if (!items.length) return;
+  const select = $(".method", card);
+  select.replaceChildren(...Object.keys(items[0].maps).map((m) => new Option(m, m)));
+  const draw = () => {
+    const figures = card.querySelectorAll(".attribution");
+    items.forEach((item, k) => drawAttribution(figures[k], pixels, item, select.value));
+    $(".method-note", card).textContent = METHOD_NOTES[select.value] || "";
+  };
+  select.addEventListener("change", draw);
+  draw();
+  $(".why", card).hidden = false;
+}
+
+function overlayOn(canvas, flat) {
+  const top = Math.max(...flat);
+  const ctx = canvas.getContext("2d");
+  const image = ctx.createImageData(28, 28);
+  flat.forEach((v, i) => image.data.set([...OVERLAY_RGB, top > 0 ? Math.round(255 * v / top) : 0], 4 * i));
+  ctx.putImageData(image, 0, 0);
+}
+
+function mistakeTile(item, group) {
+  const figure = document.createElement("figure");
+  figure.className = "mistake";
+  figure.dataset.index = String(item.index);
+  const stack = document.createElement("div");
+  stack.className = "stack";
+  const pixels = bytesOf(item.image);
+  const base = paint(document.createElement("canvas"), 28, 28, (i) => Array(3).fill(pixels[i] * 0.6));
+  base.className = "base";
+  const overlay = document.createElement("canvas");
+  overlay.className = "overlay";
+  overlay.width = overlay.height = 28;
+  overlayOn(overlay, item.map.flat());
+  stack.append(base, overlay);
+  const caption = document.createElement("figcaption");
+  caption.textContent = `#${item.index}: said ${group.predicted} ${(100 * item.confidence).toFixed(0)}%`;
+  figure.append(stack, caption);
+  return figure;
+}
+
+async function showMistakes() {
+  const button = $("#show-mistakes");
+  button.disabled = true;
+  button.textContent = "finding them on the test set…";
+  const caption = $("#mistakes-caption");
+  try {
+    const response = await fetch("api/mistakes");
+    const answer = await response.json();
+    if (!response.ok) throw new Error(answer.error || `HTTP ${response.status}`);
+    caption.textContent = `The most confused pairs of classes on the 10,000 test images; in each, ` +
+      `the wrong answers given with the most confidence, with the ${answer.method} map of the class it said.`;
+    const box = $("#mistakes");
+    box.replaceChildren();
+    for (const group of answer.groups) {
+      const row = document.createElement("div");
+      row.className = "mistake-row";
+      const heading = document.createElement("h4");
+      heading.textContent = `${group.true} taken for ${group.predicted} · ${group.count} times`;
+      const tiles = document.createElement("div");
+      tiles.className = "tiles";
+      tiles.append(...group.items.map((item) => mistakeTile(item, group)));
+      row.append(heading, tiles);
+      box.append(row);
+    }
+    button.hidden = true;
+    document.body.dataset.mistakes = "shown";
+  } catch (err) {
+    caption.textContent = String(err.message || err);
+    button.disabled = false;
+    button.textContent = "try again";
+  }
+  caption.hidden = false;
+}
+
 function showResult(card, answer) {
   const row = answer.prediction;
   card.classList.remove("pending");
@@ -131,6 +232,7 @@ function showResult(card, answer) {
   bars($(".bars", card), answer.probabilities, row.label);
   const notes = [`preprocessing: ${row.preprocessing}`, ...row.notes];
   $(".notes", card).textContent = notes.join(" · ");
+  showWhy(card, answer, pixels);
   featureMaps($(".maps", card), answer.feature_maps);
   card.dataset.state = "done";
 }
@@ -189,6 +291,7 @@ async function start() {
     uploadAll(e.dataTransfer.files);
   });
   $("#clear").addEventListener("click", () => $("#results").replaceChildren());
+  $("#show-mistakes").addEventListener("click", showMistakes);
   try {
     const response = await fetch("api/model");
     showModel(await response.json());
