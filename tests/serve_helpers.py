@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,20 @@ class Server:
         return code, self.stderr.read_text()
 
 
-def start_server(workdir: Path, log_dir: Path, *flags: str) -> Server:
-    """`fashion-jax serve --workdir workdir --port 0 ...` in a process; returns once it has printed
-    the address it serves on (it is listening by then)."""
+def start_server(
+    workdir: Path,
+    log_dir: Path,
+    *flags: str,
+    program: Sequence[str] = (sys.executable, "-m", "fashion_jax.cli"),
+    env: dict[str, str] | None = None,
+) -> Server:
+    """`fashion-jax serve --workdir workdir --port 0 ...` in a process (`program` runs fashion-jax:
+    test_wheel's is an installed script); returns once it has printed the address it serves on
+    (it is listening by then)."""
     stderr = log_dir / f"serve-{time.monotonic_ns()}.err"
-    env = {k: v for k, v in os.environ.items() if k != "FASHION_JAX_DEBUG"}
-    command = [sys.executable, "-m", "fashion_jax.cli", "serve", "--workdir", str(workdir)]
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if k != "FASHION_JAX_DEBUG"}
+    command = [*program, "serve", "--workdir", str(workdir)]
     with open(stderr, "w") as err:
         proc = subprocess.Popen(
             [*command, "--port", "0", *flags],

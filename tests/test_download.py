@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from conftest import require_real_data
+from mirror import FAULTY, STALL_SECONDS, official, serving
 
 from fashion_jax import cli
 from fashion_jax.data import dataset as data
@@ -24,70 +22,16 @@ from fashion_jax.data import download
 from fashion_jax.data.idx import DataError
 
 pytestmark = pytest.mark.realdata
-REAL = Path("/usr/share/datasets/fashion-mnist")
 ROOT = Path(__file__).resolve().parents[1]
-FAULTY = "train-labels-idx1-ubyte.gz"  # the second file fetched: the first must stay, verified
 FIRST = "train-images-idx3-ubyte.gz"
-STALL_SECONDS = 5.0
 TIMEOUT = 0.5
-
-
-class Mirror(BaseHTTPRequestHandler):
-    """GET /<mode>/<name>: the real file, except for FAULTY under a fault's mode; /missing/: 404."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.server.paths.append(self.path)
-        _, mode, name = self.path.split("/", 2)
-        body = self.server.files.get(name)
-        if body is None or mode == "missing":
-            return self.send_error(404)
-        if name != FAULTY or mode == "good":
-            return self._send(body)
-        if mode in ("404", "500"):
-            return self.send_error(int(mode))
-        if mode == "wrong":
-            return self._send(body[:100] + bytes([body[100] ^ 1]) + body[101:])
-        if mode == "truncated":
-            return self._send(body[: len(body) // 2], length=len(body))
-        if mode == "stall-headers":
-            self.server.release.wait(STALL_SECONDS)
-            return self._send(body)
-        if mode == "stall-body":
-            self._send(body[:1000], length=len(body))
-            self.wfile.flush()
-            self.server.release.wait(STALL_SECONDS)
-        return None
-
-    def _send(self, body: bytes, length: int | None = None) -> None:
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body) if length is None else length))
-        self.end_headers()
-        self.wfile.write(body)
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-class QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:
-        pass  # a client that gave up on a stalled reply: expected, not worth a traceback
 
 
 @pytest.fixture(scope="module")
 def server():
     require_real_data(system_dir_only=True)
-    httpd = QuietServer(("127.0.0.1", 0), Mirror)
-    httpd.daemon_threads = True
-    httpd.files = {name: (REAL / name).read_bytes() for name in download.GZ_SHA256}
-    httpd.paths, httpd.release = [], threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    yield httpd
-    httpd.release.set()
-    httpd.shutdown()
-    httpd.server_close()
+    with serving() as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -99,11 +43,6 @@ def no_local_copy(monkeypatch, tmp_path):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "no-tfds"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache-home"))
     return tmp_path / "cache-home" / "fashion_jax" / "data"
-
-
-def official(path: Path) -> bool:
-    size, sha = download.GZ_SHA256[path.name]
-    return path.stat().st_size == size and hashlib.sha256(path.read_bytes()).hexdigest() == sha
 
 
 def test_the_cache_folder_is_xdg_on_linux(monkeypatch, tmp_path):
