@@ -23,6 +23,7 @@ from fashion_jax.storage import model_files
 from fashion_jax.storage import weights as weights_lib
 from fashion_jax.storage import workdir as workdir_lib
 from fashion_jax.storage.checkpoint import CheckpointError
+from fashion_jax.storage.checkpoint_trust import check_tree
 from fashion_jax.training import evaluate
 from fashion_jax.training.loop import fit
 
@@ -324,3 +325,15 @@ def test_a_reader_does_not_retry_real_damage(tmp_path, monkeypatch):
     with pytest.raises(ckpt.CheckpointError, match="damaged"):
         ckpt.restore_newest_readonly(folder, "params", None)
     assert len(calls) == 1
+
+
+def test_a_dense_run_saved_in_the_old_transposed_layout_is_refused_saying_why():
+    old = {"params": {"dense": {"kernel": np.zeros((10, 784), np.float32)}}}
+    new = {"params": {"dense": {"kernel": np.zeros((784, 10), np.float32)}}}
+    with pytest.raises(CheckpointError) as info:
+        check_tree(old, new, "W/best/3")
+    one_line(info, "dense/kernel", "before 2026-12-07", "retrain")
+    other = {"params": {"hidden": {"kernel": np.zeros((32, 784), np.float32)}}}
+    with pytest.raises(CheckpointError) as info:  # any other transposed leaf: no such story
+        check_tree(other, {"params": {"hidden": {"kernel": np.zeros((784, 32), np.float32)}}}, "W")
+    assert "2026-12-07" not in str(info.value)

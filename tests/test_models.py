@@ -17,7 +17,6 @@ from fashion_jax.model.models import (
     CONV_LAYERS,
     MODELS,
     SingleChannelConv,
-    TransposedDense,
     build_model,
     init_params,
     max_pool,
@@ -83,35 +82,11 @@ def test_model_maps_a_batch_of_images_to_10_logits(name, small_data):
     )
 
 
-def test_logreg_and_dense_are_one_784_by_10_layer_stored_features_first():
+def test_logreg_and_dense_are_one_784_by_10_layer_in_flax_and_keras_layout():
     for name in ("logreg", "dense"):
         assert shapes_of(params_for(model_config(name))) == {
-            "dense": {"kernel": (10, 784), "bias": (10,)}
+            "dense": {"kernel": (784, 10), "bias": (10,)}
         }
-
-
-def test_transposed_dense_is_nn_dense_with_its_kernel_transposed():
-    x = jax.random.normal(jax.random.key(3), (5, 784))
-    key = jax.random.key(7)
-    ours = TransposedDense(10).init(key, x)["params"]
-    flax_ = nn.Dense(10).init(key, x)["params"]
-    # same seed, same initial model
-    np.testing.assert_array_equal(np.asarray(ours["kernel"]), np.asarray(flax_["kernel"]).T)
-    np.testing.assert_array_equal(np.asarray(ours["bias"]), np.asarray(flax_["bias"]))
-    params = {
-        "kernel": ours["kernel"] + 0.5,
-        "bias": ours["bias"] - 0.25,
-    }  # nonzero bias, moved kernel
-    np.testing.assert_allclose(
-        np.asarray(TransposedDense(10).apply({"params": params}, x)),
-        np.asarray(
-            nn.Dense(10).apply(
-                {"params": {"kernel": params["kernel"].T, "bias": params["bias"]}}, x
-            )
-        ),
-        rtol=1e-5,
-        atol=1e-5,
-    )
 
 
 def test_cnn_parameter_shapes_match_the_chapter():

@@ -229,7 +229,7 @@ def test_evaluate_equals_a_numpy_computation(small_data, logreg, n, batch_size, 
     got = evaluate.evaluate(
         eval_step, params, jax.device_put(x), jax.device_put(y.astype(np.int32))
     )
-    w = np.asarray(params["dense"]["kernel"], np.float64).T  # stored (10, 784)
+    w = np.asarray(params["dense"]["kernel"], np.float64)  # (784, 10), as nn.Dense and Keras
     b = np.asarray(params["dense"]["bias"], np.float64)
     logits = (x.reshape(n, -1).astype(np.float64) / 255.0) @ w + b
     shifted = logits - logits.max(axis=1, keepdims=True)

@@ -67,8 +67,9 @@ def confusion_matrix(
     n, true = len(images), np.asarray(labels).astype(np.int64)
     if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
         raise DataError(
+            "labels",
             f"need one label in 0..{num_classes - 1} per image; "
-            f"got {len(true)} labels for {n} images"
+            f"got {len(true)} labels for {n} images",
         )
     if n == 0:
         return np.zeros((num_classes, num_classes), np.int64)

@@ -5,7 +5,7 @@ Import needs no Keras: keras_h5.py reads the files with h5py, zipfile and json. 
 Keras model with Keras itself (the `keras` extra) and lets it write the file, so whatever Keras
 version loads it, the file is one Keras wrote. Layouts differ at this boundary only: Keras and
 flax share the Conv2D (kh, kw, in, out) and Dense (in, out) kernels and both flatten NHWC row-major,
-so only the kernels listed in models.TRANSPOSED_KERNELS are transposed.
+so the arrays map one to one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 
 from fashion_jax.config import ACTIVATION_NAMES, DEFAULT_LEARNING_RATES, ModelConfig, TrainConfig
 from fashion_jax.interop.keras_h5 import KerasFileError, KerasLayer, KerasModel
-from fashion_jax.model.models import CNN, MLP, MODELS, TRANSPOSED_KERNELS, build_model, init_fn
+from fashion_jax.model.models import CNN, MLP, MODELS, build_model, init_fn
 from fashion_jax.model.optim import learning_rate
 from fashion_jax.runtime.numerics import first_nonfinite
 
@@ -160,17 +160,15 @@ def params_from_keras(cfg: ModelConfig, weighted: list[tuple[str, list[np.ndarra
             raise KerasFileError(f"layer {theirs!r} holds {len(arrays)} arrays, not kernel, bias")
         if first_nonfinite(arrays) is not None:
             raise KerasFileError(f"layer {theirs!r} holds NaN or Inf weights")
-        flip = f"{ours}/kernel" in TRANSPOSED_KERNELS.get(cfg.name, ())
         layer = {}
         for key, array in zip(("kernel", "bias"), arrays):
             want = shapes[ours][key].shape
-            want = want[::-1] if flip and key == "kernel" else want
             if array.shape != want:
                 raise KerasFileError(
                     f"layer {theirs!r}: {key} of shape {array.shape} does not fit fashion_jax's "
                     f"{cfg.name} ({want})"
                 )
-            layer[key] = np.asarray(array.T if flip and key == "kernel" else array, np.float32)
+            layer[key] = np.asarray(array, np.float32)
         params[ours] = layer
     return params
 
@@ -178,14 +176,10 @@ def params_from_keras(cfg: ModelConfig, weighted: list[tuple[str, list[np.ndarra
 def keras_arrays(cfg: ModelConfig, params: Any) -> list[list[np.ndarray]]:
     """[kernel, bias] in Keras's layout for each Keras layer with weights; params_from_keras's
     inverse."""
-    flips = TRANSPOSED_KERNELS.get(cfg.name, ())
-    out = []
-    for name in param_layers(cfg):
-        kernel = np.asarray(params[name]["kernel"])
-        out.append(
-            [kernel.T if f"{name}/kernel" in flips else kernel, np.asarray(params[name]["bias"])]
-        )
-    return out
+    return [
+        [np.asarray(params[name]["kernel"]), np.asarray(params[name]["bias"])]
+        for name in param_layers(cfg)
+    ]
 
 
 def optimizer_fields(optimizer: Any) -> dict[str, Any]:

@@ -7,20 +7,16 @@ tested against the stock layer it replaces (same outputs and gradients, same ini
   (select-and-scatter of reduce_window) dominated the chapter CNN's step.
 - `SingleChannelConv`: `nn.Conv` for one input channel (the images) as k*k shifted multiply-adds.
   XLA's convolution with one input channel ran far below the machine's rate.
-- `TransposedDense`: `nn.Dense` with its kernel stored (features, inputs). The optimizer's loops
-over
-  a (784, 10) array ran several times slower than over (10, 784).
 
-Checkpoint layout. Only `TransposedDense` changes it: its `kernel` is the transpose of `nn.Dense`'s
-and of Keras's `Dense` kernel, i.e. (10, 784) where they hold (784, 10). The models that use it are
-listed in `models.TRANSPOSED_KERNELS`; an exporter transposes exactly those. `SingleChannelConv`
-keeps `nn.Conv`'s (kh, kw, in, out) kernel, which is also Keras's Conv2D layout.
+Neither changes the checkpoint layout: `SingleChannelConv` keeps `nn.Conv`'s (kh, kw, in, out)
+kernel, which is also Keras's Conv2D layout. (A third form, a dense kernel stored transposed, was
+dropped on 2026-12-07: measured side by side it bought 3-8% of a dense run, and its layout leaked
+into the models and the Keras mapping. docs/SPEED.md has the table.)
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -64,30 +60,6 @@ def _window_max_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax
 
 
 _window_max.defvjp(_window_max_fwd, _window_max_bwd)
-
-
-class TransposedDense(nn.Module):
-    """`nn.Dense` with its kernel stored (features, inputs), the transpose of flax's layout.
-
-    Why: XLA:CPU runs the elementwise loops over a (784, 10) array (the optimizer's updates) and
-    the dots beside them several times slower than over (10, 784): the 10-way softmax step took
-    48 us instead of 68 us, and the 5-fold CV trained ~30% faster. For the MLP and CNN heads the
-    layout measured the same, so they keep nn.Dense. A seed gives the same initial values as
-    nn.Dense: flax's initializer draws the (inputs, features) kernel, which is then transposed.
-    """
-
-    features: int
-    kernel_init: Callable = nn.initializers.lecun_normal()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param(
-            "kernel",
-            lambda key, shape: self.kernel_init(key, shape[::-1]).T,
-            (self.features, x.shape[-1]),
-        )
-        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (1,)), ((), ()))) + bias
 
 
 class SingleChannelConv(nn.Module):

@@ -15,17 +15,12 @@ import jax
 import jax.numpy as jnp
 
 from fashion_jax.config import ConfigError, ModelConfig
-from fashion_jax.model.cpu_layers import SingleChannelConv, TransposedDense, max_pool
+from fashion_jax.model.cpu_layers import SingleChannelConv, max_pool
 from fashion_jax.runtime.compile import compile_ahead
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {}
 ACTIVATIONS = {"relu": nn.relu, "sigmoid": nn.sigmoid, "tanh": nn.tanh}
 CONV_LAYERS = (nn.Conv, SingleChannelConv)  # what feature-map plots look for
-# Params stored as the transpose of nn.Dense's (and Keras's) kernel; see cpu_layers.py.
-TRANSPOSED_KERNELS: dict[str, tuple[str, ...]] = {
-    "logreg": ("dense/kernel",),
-    "dense": ("dense/kernel",),
-}
 
 
 def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -61,7 +56,7 @@ class SoftmaxRegression(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return TransposedDense(self.cfg.num_classes, name="dense")(x.reshape(x.shape[0], -1))
+        return nn.Dense(self.cfg.num_classes, name="dense")(x.reshape(x.shape[0], -1))
 
 
 @register("dense")

@@ -84,8 +84,21 @@ def check_tree(found: Any, expected: Any, what: str) -> None:
             show = lambda v: "missing" if v is None else f"{v[1]}{list(v[0])}"
             raise CheckpointError(
                 f"{what}: {key} is {show(have.get(key))} in the checkpoint, "
-                f"this model needs {show(want.get(key))}"
+                f"this model needs {show(want.get(key))}{_why(key, have.get(key), want.get(key))}"
             )
+
+
+def _why(key: str, have: Any, want: Any) -> str:
+    """The one known cause of a transposed kernel: dense and logreg runs saved before 2026-12-07
+    stored theirs as (classes, pixels), a layout tuned for XLA:CPU that was dropped then."""
+    if have is None or want is None or not key.endswith("dense/kernel"):
+        return ""
+    if len(want[0]) != 2 or want[0][0] != 784 or tuple(have[0]) != tuple(want[0])[::-1]:
+        return ""
+    return (
+        " (a run saved before 2026-12-07 by the old (classes, pixels) layout of dense and logreg; "
+        "retrain it, or export it to Keras with that older fashion_jax and import the file)"
+    )
 
 
 def check_finite(tree: Any, what: str) -> None:
