@@ -38,7 +38,6 @@ from fashion_jax.storage.checkpoint_trust import (
     check_tree,
     refuse_symlinks,
 )
-from fashion_jax.storage.save_queue import SaveQueue
 
 log = logging.getLogger("fashion_jax")
 
@@ -89,10 +88,9 @@ class RunCheckpoints:
         self.latest = _manager(self.workdir / "checkpoints", keep=2, read_only=read_only)
         self.best = _manager(self.workdir / "best", keep=1, read_only=read_only)
         self._best_copy: tuple[int, Any] | None = None  # for params.msgpack, once committed
-        # Saves run on a helper thread (save_queue.py), except in multi-process runs, where Orbax
-        # synchronises the processes inside each save and the main thread keeps that order.
-        single = not read_only and jax.process_count() == 1
-        self._queue = SaveQueue() if single else None
+        # Single-process saves write host copies; a mesh's processes save their device arrays
+        # together (Orbax synchronises them inside each save).
+        self._host_copies = not read_only and jax.process_count() == 1
 
     def save_state(self, step: int, tree: Any, meta: dict) -> None:
         self._save(self.latest, step, "state", tree, meta)
@@ -105,35 +103,32 @@ class RunCheckpoints:
     def _save(
         self, manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict
     ) -> Any:
-        """Issue the save (on the queue's thread: of a host copy of `tree`, which it returns)."""
+        """Issue the save (Orbax writes in the background); the host copy saved, if any."""
         try:
             _probe_writable(Path(manager.directory))  # a refusing folder fails here, at once
         except Exception as err:
             raise _write_error(manager, err) from None
-        if self._queue is None:
+        if not self._host_copies:
             _orbax_save(manager, step, key, tree, _json_copy(meta))
             return None
         # A host copy: the next train step donates the device buffers. Saved as NumPy arrays, which
         # costs Orbax a third less CPU per save than device arrays (no sharding metadata) and
         # restores anywhere, with no device named in the files; restores place them on the target.
         host = jax.device_get(tree)
-        self._queue.submit(_orbax_save, manager, step, key, host, _json_copy(meta))
+        _orbax_save(manager, step, key, host, _json_copy(meta))
         return host
 
     def restore_state(
         self, target: Any, validate: Callable[[int, Any, dict], None] | None = None
     ) -> tuple[Any, dict, int] | None:
         """(tree, meta, step) of the newest intact full state, or None when there is none yet."""
-        self._drain()
         return _restore_newest(self.latest, "state", target, validate)
 
     def restore_best(self, target: Any) -> tuple[Any, dict, int] | None:
-        self._drain()
         return _restore_newest(self.best, "params", target)
 
     def prune(self, latest_after: int, best_after: int) -> None:
         """Delete latest steps > latest_after and best epochs > best_after (see resume.restore)."""
-        self._drain()
         for manager, after in ((self.latest, latest_after), (self.best, best_after)):
             for step in [s for s in manager.all_steps() if s > after]:
                 log.warning(
@@ -145,7 +140,6 @@ class RunCheckpoints:
 
     def wait(self) -> None:
         """Block until every save is committed; then copy the newest best params for readers."""
-        self._drain()
         for manager in (self.latest, self.best):
             try:
                 manager.wait_until_finished()
@@ -164,18 +158,11 @@ class RunCheckpoints:
     def close(self) -> None:
         """Finish pending saves and release threads; never raises (it runs while errors
         propagate)."""
-        if self._queue is not None:
-            self._queue.close()
         for manager in (self.latest, self.best):
             try:
                 manager.close()
             except Exception as err:
                 log.warning("checkpoint in %s not finished (%s)", manager.directory, brief(err))
-
-    def _drain(self) -> None:
-        if self._queue is not None:
-            self._queue.drain()
-
 
 def _orbax_save(manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict) -> None:
     try:
