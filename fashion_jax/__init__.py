@@ -10,6 +10,7 @@ The public API, for scripts and notebooks::
     config, model, params = fj.load_model("runs/mine")
     fj.evaluate(model, params, data.test_x, data.test_y)   # {"loss": ..., "accuracy": ...}
     fj.predict("runs/mine", ["shoe.jpg"])          # one row per file, as `predict --json`
+    fj.explain("runs/mine", ["shoe.jpg"])          # and why: the maps of `explain --json`
 
 Each name is imported on first use, so `import fashion_jax` (and `fashion-jax --help`) loads no
 JAX. The folders below say where everything else lives (docs/ARCHITECTURE.md).
@@ -31,6 +32,7 @@ _API = {
     "save_model": ("fashion_jax.storage.model_files", "save_model"),
     "evaluate": ("fashion_jax.training.evaluate", "evaluate_arrays"),
     "predict": ("fashion_jax.inference.predictor", "predict_files"),
+    "explain": ("fashion_jax.inference.explain_files", "explain_files"),
 }
 __all__ = sorted(_API)
 

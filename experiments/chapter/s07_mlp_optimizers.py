@@ -33,7 +33,7 @@ def _plot(histories: dict[str, list[dict]], lrs: dict[str, float], path: Path) -
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from fashion_jax.viz.plots import save_figure
+    from fashion_jax.viz.figures import save_figure
 
     fig = Figure(figsize=(11, 4.2), layout="tight")  # tight: axis labels and titles do not overlap
     loss_ax, acc_ax = fig.subplots(1, 2)

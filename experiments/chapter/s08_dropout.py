@@ -30,7 +30,7 @@ def _plot(histories: dict[str, list[dict]], path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    from fashion_jax.viz.plots import save_figure
+    from fashion_jax.viz.figures import save_figure
 
     fig = Figure(figsize=(7.5, 4.5), layout="tight")  # tight: axis labels and titles do not overlap
     ax = fig.subplots()

@@ -164,6 +164,7 @@ class RunCheckpoints:
             except Exception as err:
                 log.warning("checkpoint in %s not finished (%s)", manager.directory, brief(err))
 
+
 def _orbax_save(manager: ocp.CheckpointManager, step: int, key: str, tree: Any, meta: dict) -> None:
     try:
         manager.save(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,46 +23,11 @@ from fashion_jax.inference.inspection import confusion_matrix, feature_maps
 from fashion_jax.model.models import is_convolutional
 from fashion_jax.storage.model_files import load_model
 from fashion_jax.storage.run_files import read_history
+from fashion_jax.viz.explain import plot_mistakes
+from fashion_jax.viz.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-
-def new_figure(**kwargs: Any) -> Figure:
-    """A bare matplotlib Figure (no pyplot: no global state, no display needed)."""
-    # Imported on the first figure, not with this module: matplotlib takes ~0.5 s to import, which
-    # the commands that draw nothing (evaluate, predict, cv) should not pay.
-    from matplotlib.figure import Figure
-
-    return Figure(**kwargs)
-
-
-def import_in_background() -> threading.Thread:
-    """Start importing what `new_figure` and `save_figure` need on a helper thread.
-
-    `train` draws curves.png once its fit is over: started before the data is read, the import
-    (~0.3 s of Python) runs while zlib and hashlib decompress and check the data, which release
-    the GIL, and while XLA trains. The first figure then finds the modules loaded, or waits on
-    Python's import lock for the rest.
-    """
-    thread = threading.Thread(target=_import_matplotlib, name="matplotlib-import", daemon=True)
-    thread.start()
-    return thread
-
-
-def _import_matplotlib() -> None:
-    # Imported here, on the helper thread: the point is to keep this import off the caller's.
-    import matplotlib.backends.backend_agg  # noqa: F401  (savefig's PNG canvas)
-    import matplotlib.figure  # noqa: F401
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 100, tight: bool = True) -> Path:
-    """The one way a figure reaches disk: PNG, parent folders created, margins trimmed unless the
-    figure set its own (`tight=False`: trimming lays the whole figure out a second time)."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight" if tight else None)
-    return out
+    pass
 
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -273,7 +237,6 @@ def _mistakes_figure(
 ) -> Path:
     from fashion_jax.inference.explain import Explainer
     from fashion_jax.inference.mistakes import mistakes
-    from fashion_jax.viz.explain import plot_mistakes  # viz/explain imports this module
 
     groups = mistakes(Explainer(model, params), data.test_x, data.test_y)
     return plot_mistakes(data.test_x, groups, out / "mistakes.png", title=f"{name}, test set")

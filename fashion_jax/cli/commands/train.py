@@ -19,7 +19,7 @@ from fashion_jax.storage.workdir import WorkdirError
 from fashion_jax.training.fit_result import FitResult
 from fashion_jax.training.loop import TrainingInterrupted, fit
 from fashion_jax.training.run import check_options
-from fashion_jax.viz import plots
+from fashion_jax.viz import figures, plots
 
 
 class GracefulStop:
@@ -66,7 +66,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     options = dataclasses.replace(options, quiet=options.quiet or not leader)
     check_options(options, config)  # before the data: a bad combination of flags fails at once
     if leader:  # matplotlib's import (~0.3 s of CPU) overlaps the data's decompression and checks
-        plots.import_in_background()
+        figures.import_in_background()
     data = load_data(args, args.subset)
     with GracefulStop() as stop:
         try:
