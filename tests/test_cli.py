@@ -557,6 +557,7 @@ def test_plot_json_from_the_command_line(synthetic_cnn, synthetic_idx_dir, tmp_p
         "feature_maps_conv1",
         "confusion",
         "curves",
+        "mistakes",
     }
     for path in written.values():
         assert Path(path).parent == out_dir and Path(path).read_bytes()[:4] == b"\x89PNG"

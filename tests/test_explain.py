@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_line
 from PIL import Image
-from test_cli import assert_one_error_line, last_json, run_main
+from test_cli import last_json, run_main
 
 from experiments.research import explain_checks as checks
 from fashion_jax.cli.parser import EXPLAIN_METHODS
@@ -171,7 +172,7 @@ def test_class_flag_explains_that_class(models, files) -> None:
     assert shirt["maps"] == six["maps"] and list(shirt["maps"]) == ["saliency"]
     other = last_json(explain(*argv, "--class", "0")[1])["explanations"][0]
     assert other["maps"] != shirt["maps"]
-    line = assert_one_error_line(*explain(*argv, "--class", "hat")[::2])
+    line = error_line(*explain(*argv, "--class", "hat")[::2])
     assert "unknown class 'hat'" in line
 
 
@@ -179,7 +180,7 @@ def test_a_bad_file_is_one_line_and_the_others_are_explained(models, files) -> N
     code, out, err = explain(
         "--workdir", models["cnn"], files / "bad.png", files / "a.png", "--json"
     )
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert "bad.png" in line
     rows = last_json(out)["explanations"]
     assert "error" in rows[0] and set(rows[1]["maps"]) == set(METHODS)
@@ -190,7 +191,7 @@ def test_dense_models_get_the_methods_that_apply(models, files) -> None:
     assert code == 0, err
     assert set(last_json(out)["explanations"][0]["maps"]) == set(METHODS[:3])
     assert "gradcam skipped" in err and len(err.strip().splitlines()) == 1
-    line = assert_one_error_line(
+    line = error_line(
         *explain("--workdir", models["dense"], files / "a.png", "--method", "gradcam")[::2]
     )
     assert "gradcam needs a conv layer" in line

@@ -8,8 +8,9 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import error_line
 from PIL import Image
-from test_cli import assert_one_error_line, last_json, run_main, run_process, synthetic
+from test_cli import last_json, run_main, run_process, synthetic
 from test_preprocess import BAD_BYTES, garment, photo
 
 from experiments.research.make_photos import make_photos
@@ -102,7 +103,7 @@ BAD_FILES = [*sorted(BAD_BYTES), "folder.png", "absent.png"]
 @pytest.mark.parametrize("name", BAD_FILES)
 def test_a_bad_file_is_one_error_line(model, files, name):
     code, out, err = predict(model, files / name)
-    line = assert_one_error_line(code, err)
+    line = error_line(code, err)
     assert line.startswith(f"error: {files / name}: ") and out == ""
 
 
