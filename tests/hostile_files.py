@@ -84,8 +84,8 @@ def npy_declaring(path: Path, shape: tuple[int, ...], dtype: str = "<f8") -> Pat
     """A .npy header declaring `shape` of `dtype`, followed by no data at all."""
     buffer = io.BytesIO()
     header = {"descr": dtype, "fortran_order": False, "shape": shape}
-    np.lib.format.write_array_header_1_0(buffer, header)
-    path.write_bytes(np.lib.format.magic(1, 0) + buffer.getvalue())
+    np.lib.format.write_array_header_1_0(buffer, header)  # the magic string included
+    path.write_bytes(buffer.getvalue())
     return path
 
 
@@ -162,38 +162,42 @@ def idx_bomb(folder: Path, images: int = 1_300_000) -> Path:
     return folder
 
 
-# Runs in the probed process: imports the command first, so only the command's own work counts.
+# Runs in the probed process: imports each command first, so only the command's own work counts.
 _PROBE = """
 import json, sys, time
 from fashion_jax.cli import dispatch, main
-argv = json.loads(sys.argv[1])
-dispatch.load_handler(argv[0])
 import jax, numpy  # what every command imports before reading a file
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
-before, start = status("VmRSS:"), time.monotonic()
-code = main(argv)
-seconds = time.monotonic() - start
-print(json.dumps({"code": code, "seconds": seconds, "extra": status("VmHWM:") - before}))
+for argv in json.loads(sys.argv[1]):
+    dispatch.load_handler(argv[0])
+    open("/proc/self/clear_refs", "w").write("5")  # VmHWM := VmRSS
+    before, start = status("VmRSS:"), time.monotonic()
+    code = main(argv)
+    seconds = time.monotonic() - start
+    out = {"code": code, "seconds": seconds, "extra": status("VmHWM:") - before}
+    print(json.dumps(out), flush=True)
+    print("--end--", file=sys.stderr, flush=True)
 """
 
 
-def cost(argv: list[str], cwd: Path, timeout: float = 600) -> dict:
-    """{"code", "seconds", "extra" (peak bytes above the start), "stderr"} of `fashion-jax argv`
-    in a fresh process."""
+def costs(commands: list[list], cwd: Path, timeout: float = 600) -> list[dict]:
+    """{"code", "seconds", "extra" (peak bytes above the start), "stderr"} of each `fashion-jax
+    argv`, run one after the other in one fresh process (its peak reset before each)."""
     env = {k: v for k, v in os.environ.items() if k != "FASHION_JAX_DEBUG"}
+    argvs = [[str(a) for a in argv] for argv in commands]
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps([str(a) for a in argv])],
+        [sys.executable, "-c", _PROBE, json.dumps(argvs)],
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    lines = done.stdout.strip().splitlines()
-    if not lines or not lines[-1].startswith("{"):
-        return {"code": done.returncode, "seconds": None, "extra": None, "stderr": done.stderr}
-    return {**json.loads(lines[-1]), "stderr": done.stderr}
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    errs = done.stderr.split("--end--\n")
+    if len(rows) != len(argvs):
+        raise AssertionError(f"the probe stopped after {len(rows)} commands: {done.stderr[-3000:]}")
+    return [{**row, "stderr": err} for row, err in zip(rows, errs)]

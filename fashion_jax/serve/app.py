@@ -1,6 +1,6 @@
 """The web side of `fashion-jax serve`: a Starlette app over a `ModelService`.
 
-Routes: `GET /` the page (fashion_jax/web/), `GET /api/model` what the model is,
+Routes: `GET /` the page (fashion_jax/serve/web/), `GET /api/model` what the model is,
 `POST /api/predict` (multipart field `file`) exactly the object `predict --json` gives for one
 file, `POST /api/explain` that object plus the 28x28 image the model saw and every conv layer's
 feature maps. A bad request is answered {"error": "one line"} with a 4xx status; nothing a client
@@ -131,7 +131,7 @@ def build_app(
             Route("/api/model", model_info),
             Route("/api/predict", predict, methods=["POST"]),
             Route("/api/explain", explain, methods=["POST"]),
-            Mount("/", StaticFiles(packages=[("fashion_jax", "web")], html=True)),
+            Mount("/", StaticFiles(packages=[("fashion_jax.serve", "web")], html=True)),
         ],
         exception_handlers={
             BadUpload: bad_upload,
