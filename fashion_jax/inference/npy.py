@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import tokenize
 
 import numpy as np
 
@@ -36,7 +37,8 @@ def npy_array(data: bytes, name: str, error: type[DataError], max_pixels: int) -
         if reader is None:
             raise ValueError(f"version {version[0]}.{version[1]} of the format")
         shape, fortran, dtype = reader(stream, max_header_size=MAX_NPY_HEADER)
-    except (ValueError, TypeError, SyntaxError, EOFError) as err:
+    # numpy parses the header dict with Python's tokenizer, which has its own error (fuzzing)
+    except (ValueError, TypeError, SyntaxError, EOFError, tokenize.TokenError) as err:
         why = " ".join(str(err).split())[:120]
         raise error(name, f"not a readable .npy array ({err.__class__.__name__}: {why})") from None
     if dtype.hasobject or dtype.kind not in PIXEL_KINDS or dtype.fields or dtype.shape:

@@ -59,7 +59,9 @@ INK_PERCENTILE = 99
 # (not the faint haze of a shadow or a background gradient left inside the trimmed box).
 GARMENT_INK = 0.1
 NPY_MAGIC = b"\x93NUMPY"
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+# What PIL raises on a damaged file; IndexError: a GIF cut after its first frame, asked whether it
+# is animated, reads past its end (found by tests/test_fuzz_files.py).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
 
 class ImageError(DataError):
