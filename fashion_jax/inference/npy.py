@@ -66,5 +66,7 @@ def load_npy(data: bytes, name: str, error: type[DataError], max_pixels: int) ->
     if first_nonfinite(array) is not None:
         raise error(name, "array holds NaN or Inf")
     if array.dtype.kind == "f" and array.max() <= 1.0:
-        array = array * 255.0  # already scaled to [0, 1], as the chapter's train_scaled
+        # already scaled to [0, 1], as the chapter's train_scaled; clipped first, so a float16
+        # array's large negative values do not overflow
+        array = np.clip(array, 0, 1) * 255.0
     return np.clip(array, 0, 255).astype(np.uint8)
