@@ -23,6 +23,10 @@ from fashion_jax.limits import MAX_CONFIG_JSON_BYTES, check_size, over
 MAX_H5_OBJECTS = 4096
 # The largest attribute Keras writes is the model config (JSON).
 MAX_H5_ATTR_BYTES = MAX_CONFIG_JSON_BYTES
+# A file less its arrays' stored bytes: headers, attributes and the heap holding their strings.
+# Keras's are under 100 KB; HDF5 does not declare a string attribute's length and takes about 5x
+# it to read one, so this bounds that too.
+MAX_H5_METADATA_BYTES = 4 * MAX_H5_ATTR_BYTES
 # All the weight arrays read from one file: 8M float32 weights, 24x the chapter's CNN (333k).
 MAX_WEIGHTS_BYTES = 32 << 20
 # A whole HDF5 file (or a .keras's weights member): the weights, the optimizer's slots (Adam keeps
@@ -36,9 +40,9 @@ class UnsafeH5(FashionJaxError, ValueError):
 
 def check_tree(f: h5py.File) -> None:
     """Walk every link of `f` (without following any to another file) and every attribute: refuse
-    links that are not plain, virtual or externally stored datasets, oversized attributes, and
-    more than MAX_H5_OBJECTS objects."""
-    count = 0
+    links that are not plain, virtual or externally stored datasets, oversized attributes, more
+    than MAX_H5_OBJECTS objects, and more than MAX_H5_METADATA_BYTES besides the arrays."""
+    count, stored = 0, 0
     stack: list[tuple[str, Any]] = [("", f)]
     while stack:
         where, group = stack.pop()
@@ -59,6 +63,9 @@ def check_tree(f: h5py.File) -> None:
             elif isinstance(obj, h5py.Dataset):
                 _check_dataset(obj, name)
                 count += _check_attrs(obj, name)
+                stored += obj.id.get_storage_size()
+    meta = f.id.get_filesize() - stored
+    check_size("the file less its arrays", meta, MAX_H5_METADATA_BYTES, "MAX_H5_METADATA_BYTES")
 
 
 def _check_dataset(ds: h5py.Dataset, name: str) -> None:
@@ -80,9 +87,20 @@ def _check_attrs(obj: Any, where: str) -> int:
 
 def read_attr(obj: Any, name: str) -> Any:
     """An attribute's value, refused when its strings (whose size HDF5 does not declare) are
-    longer than MAX_H5_ATTR_BYTES together."""
-    value = obj.attrs[name]
-    items = value.ravel() if isinstance(value, np.ndarray) else [value]
+    longer than MAX_H5_ATTR_BYTES together. A single string (a model config) is read into a
+    buffer of that size, never whole: h5py would build a Python string of any length first."""
+    attr = h5py.h5a.open(obj.id, name.encode("utf8"))
+    info = h5py.check_string_dtype(attr.dtype)
+    if info is not None and info.length is None and attr.shape == ():
+        kind = h5py.h5t.C_S1.copy()
+        kind.set_size(MAX_H5_ATTR_BYTES + 1)
+        buffer = np.zeros((), f"S{MAX_H5_ATTR_BYTES + 1}")
+        attr.read(buffer, mtype=kind)
+        value = buffer.item()
+        items = [value]
+    else:
+        value = obj.attrs[name]
+        items = list(value.ravel()) if isinstance(value, np.ndarray) else [value]
     size = sum(len(item) for item in items if isinstance(item, (bytes, str)))
     check_size(f"attribute {name}", size, MAX_H5_ATTR_BYTES, "MAX_H5_ATTR_BYTES")
     return value
