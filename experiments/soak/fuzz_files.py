@@ -9,8 +9,10 @@ inner config.json or weights, an IDX header, multipart parts) and feeds it to it
 fashion_jax meets it (predict, import, evaluate --data-dir, a workdir's config.json, the page's
 upload). A failure is any other outcome than a clean result or one line of bad input, or a case
 over fuzz_targets.TIME_LIMIT seconds or MEMORY_LIMIT bytes. The last stdout line is the summary
-(JSON): per kind, cases, results and the worst time and memory; failures are listed above it.
-The time is shared round-robin between the kinds.
+(JSON): per kind, cases, results and the worst time and memory; failures are listed above it, and
+a progress line every minute. The time is shared round-robin between the kinds. With
+--save-failures, each case is written there before it runs (in-flight-KIND.bin), so a case that
+hangs inside a C library (libhdf5, see docs/RELIABILITY.md) is left behind.
 """
 
 from __future__ import annotations
@@ -38,12 +40,16 @@ def campaign(kinds: list[str], seconds: float, seed: int, save: Path | None) -> 
     worst = {k: {"seconds": 0.0, "extra_mb": 0.0} for k in kinds}
     failures: list[dict] = []
     deadline = time.monotonic() + seconds
+    report = time.monotonic() + 60
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         while time.monotonic() < deadline:
             for kind in kinds:
                 mutators = ft.mutators(kind)
                 name = rng.choice(sorted(mutators))
                 data = mutators[name](seeds[kind], lambda lo, hi: rng.randint(lo, hi))
+                if save is not None:  # a case that never returns (a hang in C) is left here
+                    save.mkdir(parents=True, exist_ok=True)
+                    (save / f"in-flight-{kind}.bin").write_bytes(data)
                 out = ft.outcome(kind, data, Path(tmp), client)
                 tally[kind][out["result"]] += 1
                 tally[kind][f"by {name}"] += 1
@@ -54,8 +60,14 @@ def campaign(kinds: list[str], seconds: float, seed: int, save: Path | None) -> 
                     failures.append({"kind": kind, "mutator": name, "detail": out["detail"]})
                     print(json.dumps(failures[-1]), flush=True)
                     if save is not None:
-                        save.mkdir(parents=True, exist_ok=True)
                         (save / f"{kind}-{len(failures)}.bin").write_bytes(data)
+            if time.monotonic() > report:  # counts so far, in case the campaign never ends
+                report += 60
+                counts = {
+                    k: sum(v for n, v in c.items() if not n.startswith("by "))
+                    for k, c in tally.items()
+                }
+                print(json.dumps({"progress": counts}), flush=True)
     per_kind = {
         k: {"cases": sum(v for key, v in tally[k].items() if not key.startswith("by ")),
             **dict(tally[k]), **worst[k]}
