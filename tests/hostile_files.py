@@ -114,6 +114,14 @@ def h5_big_attr(path: Path, size: int = 20 << 20) -> Path:
     return path
 
 
+def h5_heap_loop(path: Path, seed: bytes) -> Path:
+    """A Keras 2 .h5 (`seed`) with one string's size in its global heap set to 139: libhdf5 2.0
+    then spins forever reading the attributes (found by the fuzz campaign)."""
+    at = seed.index(b"tensorflow") - 8  # the heap object's 8-byte size, just before its bytes
+    path.write_bytes(seed[:at] + (139).to_bytes(8, "little") + seed[at + 8 :])
+    return path
+
+
 def h5_external_link(path: Path, target: str = "/etc/passwd") -> Path:
     with h5_model(path, json.dumps(DENSE_CONFIG).encode()) as f:
         f["model_weights"]["dense"] = h5py.ExternalLink(target, "/")

@@ -45,6 +45,8 @@ CRAFTED = {
         lambda d: ["import", hf.h5_big_attr(d / "m.h5", 2 * MB)], "MAX_H5_ATTR_BYTES"),
     "h5 20 MB attribute": (
         lambda d: ["import", hf.h5_big_attr(d / "m.h5", 20 * MB)], "MAX_H5_METADATA_BYTES"),
+    "h5 heap loop": (
+        lambda d: ["import", hf.h5_heap_loop(d / "m.h5", ft.seeds()["h5"])], "overruns its heap"),
     "h5 external link": (
         lambda d: ["import", hf.h5_external_link(d / "m.h5")], "links out are refused"),
     "h5 external storage": (
@@ -99,13 +101,15 @@ def test_a_config_json_nested_deep_or_huge_is_one_line(work, tmp_path):
 def test_crafted_files_cost_under_a_second_and_100_mb_in_a_fresh_process(work, tmp_path):
     """The issue's worst cases, each measured alone: before the fix the config bomb took 4.4 GB
     (at 2 GB; 512 MB at this size), the kernel 5 GB and 34 s, the 20 MB attribute 111 MB, the IDX
-    bomb (118 MB inflated) its whole size."""
-    kinds = ["keras deep config", "keras huge kernel", "h5 20 MB attribute", "npy huge", "IDX bomb"]
+    bomb (118 MB inflated) its whole size, and the heap loop never ended (the probe's timeout
+    fails the test instead)."""
+    kinds = ["keras deep config", "keras huge kernel", "h5 20 MB attribute", "h5 heap loop"]
+    kinds += ["npy huge", "IDX bomb"]
     argvs = [with_workdir(crafted(tmp_path / k.replace(" ", "-"), k)[0], work, tmp_path)
              for k in kinds]  # fmt: skip
     bomb = hf.keras_bomb(tmp_path / "bomb.keras", 256 * MB)  # 4.4 GB at 2 GB before
     argvs.append(["import", bomb, "--workdir", tmp_path / "imported"])
-    for argv, out in zip(argvs, hf.costs(argvs, tmp_path)):
+    for argv, out in zip(argvs, hf.costs(argvs, tmp_path, timeout=120)):
         assert out["code"] == 2 and out["stderr"].count("\n") == 1, (argv, out)
         assert out["seconds"] < ft.TIME_LIMIT and out["extra"] < 100 * MB, (argv, out)
 

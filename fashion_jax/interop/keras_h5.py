@@ -33,7 +33,14 @@ import h5py
 import numpy as np
 
 from fashion_jax.errors import FashionJaxError
-from fashion_jax.interop.h5_guard import MAX_H5_FILE_BYTES, Budget, check_fit, check_tree, read_attr
+from fashion_jax.interop.h5_guard import (
+    MAX_H5_FILE_BYTES,
+    Budget,
+    check_fit,
+    check_heaps,
+    check_tree,
+    read_attr,
+)
 from fashion_jax.limits import MAX_CONFIG_JSON_BYTES, LimitError, check_size, parse_json
 
 
@@ -186,6 +193,7 @@ def _extracted(zf: zipfile.ZipFile, name: str) -> Iterator[Any]:
 
 
 def _open_h5(source: Any, path: Path | None = None) -> h5py.File:
+    check_heaps(source)
     try:
         return h5py.File(source, "r")
     except OSError as err:
