@@ -13,7 +13,9 @@ import contextlib
 import math
 import mmap
 import os
+import resource
 import struct
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import h5py
@@ -36,10 +38,44 @@ MAX_WEIGHTS_BYTES = 32 << 20
 # A whole HDF5 file (or a .keras's weights member): the weights, the optimizer's slots (Adam keeps
 # two per weight) and the file's own headers.
 MAX_H5_FILE_BYTES = 4 * MAX_WEIGHTS_BYTES + (1 << 20)
+# What reading one file may allocate beyond what the process holds (its address space, the one
+# limit that libhdf5's own allocations obey): the weights read, HDF5's caches, the strings. A
+# damaged string length makes libhdf5 allocate what it declares (4 GB for one flipped byte of a
+# Keras .h5, found by fuzzing) before it finds the data missing; under this cap that fails at once.
+MAX_READ_MEMORY = 4 * MAX_WEIGHTS_BYTES + (64 << 20)
 
 
 class UnsafeH5(FashionJaxError, ValueError):
     """HDF5 that points outside itself, or is otherwise not what Keras writes."""
+
+
+@contextlib.contextmanager
+def bounded_memory(limit: int = MAX_READ_MEMORY) -> Iterator[None]:
+    """Cap the process's address space at its present size plus `limit` while a file is read; a
+    larger allocation then fails (libhdf5: an error, Python: MemoryError, said as the limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _vm_size() + limit
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    if soft != resource.RLIM_INFINITY and soft <= cap:
+        yield  # already tighter: leave it
+        return
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    except MemoryError:
+        raise over("reading it needed more memory; the cap", limit, limit, "MAX_READ_MEMORY",
+                   " bytes") from None  # fmt: skip
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+def _vm_size() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def check_heaps(source: str | os.PathLike | BinaryIO) -> None:

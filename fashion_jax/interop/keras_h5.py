@@ -36,6 +36,7 @@ from fashion_jax.errors import FashionJaxError
 from fashion_jax.interop.h5_guard import (
     MAX_H5_FILE_BYTES,
     Budget,
+    bounded_memory,
     check_fit,
     check_heaps,
     check_tree,
@@ -80,7 +81,7 @@ def _file_kind(path: Path) -> str:
         raise KerasFileError(f"{path}: a zip without config.json and model.weights.h5; not .keras")
     if not h5py.is_hdf5(path):
         raise KerasFileError(f"{path}: not a Keras model (neither a .keras zip nor HDF5)")
-    check_size(f"{path}", path.stat().st_size, MAX_H5_FILE_BYTES, "MAX_H5_FILE_BYTES")
+    check_size("the file", path.stat().st_size, MAX_H5_FILE_BYTES, "MAX_H5_FILE_BYTES")
     with _open_h5(path) as f:
         if "model_config" in f.attrs:
             return "h5"
@@ -112,9 +113,11 @@ DAMAGED = (
 @contextlib.contextmanager
 def _damaged(path: Path) -> Iterator[None]:
     """A group or array the file's own attrs promise but that is missing, a limit the file passes
-    (named), or a link out of the file: one line, not a trace."""
+    (named), or a link out of the file: one line, not a trace. The reading is capped at
+    MAX_READ_MEMORY, which libhdf5's allocations obey too."""
     try:
-        yield
+        with bounded_memory():
+            yield
     except KerasFileError:
         raise
     except FashionJaxError as err:
@@ -243,10 +246,19 @@ def _parse_model(spec: dict[str, Any], path: Path, version: str) -> KerasModel:
         if shape is None and not layers and isinstance(raw.get("build_config"), dict):
             shape = raw["build_config"].get("input_shape")
         if input_shape is None and shape:
-            input_shape = tuple(int(d) for d in shape[1:] if d is not None)
+            input_shape = _sizes(shape, path)
         if kind != "InputLayer":
             layers.append(KerasLayer(kind, str(cfg.get("name", kind.lower())), cfg))
     return KerasModel(layers, input_shape, None, version)
+
+
+def _sizes(shape: Any, path: Path) -> tuple[int, ...]:
+    """An input shape's sizes after the batch axis; a value that is not one (inf, 2**64, a
+    string: a damaged config) is one line, never an OverflowError."""
+    dims = shape[1:] if isinstance(shape, list) else None
+    if dims is None or not all(d is None or type(d) is int and 0 < d < 1 << 31 for d in dims):
+        raise KerasFileError(f"{path}: input shape {str(shape)[:60]} is not a list of sizes")
+    return tuple(d for d in dims if d is not None)
 
 
 def _class_names(layers: list[KerasLayer]) -> list[str]:
