@@ -207,5 +207,8 @@ def costs(commands: list[list], cwd: Path, timeout: float = 600) -> list[dict]:
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     errs = done.stderr.split("--end--\n")
     if len(rows) != len(argvs):
-        raise AssertionError(f"the probe stopped after {len(rows)} commands: {done.stderr[-3000:]}")
+        raise AssertionError(
+            f"the probe stopped (exit {done.returncode}) after {len(rows)} commands: "
+            f"{done.stderr[-3000:]}"
+        )
     return [{**row, "stderr": err} for row, err in zip(rows, errs)]
