@@ -12,6 +12,7 @@ import json
 import signal
 import socket
 import threading
+import time
 
 import httpx
 import numpy as np
@@ -266,3 +267,38 @@ def test_missing_web_libraries_are_named_in_one_line(monkeypatch):
 )
 def test_only_a_loopback_bind_limits_the_host_names(host, hosts):
     assert serve.allowed_hosts(host) == hosts
+
+
+def test_sigterm_during_an_upload_drains_it_then_stops_cleanly(tmp_path):
+    """How systemd, Docker and Kubernetes stop a server: the upload in flight when SIGTERM lands
+    is still answered, then "stopped serving W" and exit 0 (uvicorn's default re-raise gave 143)."""
+    workdir = saved_model(tmp_path / "dense", "dense")
+    running = start_server(workdir, tmp_path)
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + photos(1)[0] + b"\r\n--B--\r\n"
+    )
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\n\r\n"
+    ).encode()
+    host, port = running.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=60) as conn:
+            conn.sendall(head + body[:100])
+            time.sleep(1.0)  # the server has the request's head and part of its body
+            running.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # it is shutting down: listening no more, draining this request
+            conn.sendall(body[100:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    finally:
+        code, stderr = running.stop(signal.SIGTERM)
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["file"] == "a.png"
+    assert code == 0 and f"stopped serving {workdir}" in stderr, (code, stderr)
+    assert "Traceback" not in stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_jax.config import NUM_CLASSES, ConfigError
-from fashion_jax.data.idx import OFFICIAL_SHA256, DataError, load_idx
+from fashion_jax.data.idx import MAX_DATASET_BYTES, OFFICIAL_SHA256, DataError, load_idx
 from fashion_jax.data.splits import split_indices
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -133,8 +133,12 @@ def _load_from(
     if kind == "tfds":
         return _load_tfds(folder, split)
     images_path, labels_path = (_require_file(folder, name) for name in FILES[split])
-    images = load_idx(images_path, expect_magic=IMAGES_MAGIC)
-    labels = load_idx(labels_path, expect_magic=LABELS_MAGIC)
+    images, labels = (
+        load_idx(path, expect_magic=magic, **_cap(name, verify))
+        for path, magic, name in zip(
+            (images_path, labels_path), (IMAGES_MAGIC, LABELS_MAGIC), FILES[split]
+        )
+    )
     check_pair(images.array, labels.array, images_path, labels_path)
     if verify:
         for path, name, idx in (
@@ -143,6 +147,14 @@ def _load_from(
         ):
             _verify(path, name, idx.nbytes, idx.sha256)
     return images.array, labels.array
+
+
+def _cap(name: str, verify: bool) -> dict:
+    """What a file's header may declare: the official file's size when it is to be verified
+    anyway (a larger one would fail the check after costing its size), else MAX_DATASET_BYTES."""
+    if verify:
+        return {"max_bytes": OFFICIAL_SHA256[name][0], "limit_name": f"the official {name}'s size"}
+    return {"max_bytes": MAX_DATASET_BYTES, "limit_name": "MAX_DATASET_BYTES"}
 
 
 def _require_file(folder: Path, name: str) -> Path:

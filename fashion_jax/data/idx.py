@@ -53,6 +53,9 @@ IDX_DTYPES: dict[int, str] = {
 # A gzip member can expand ~1000x, so a header is only believed up to this many payload bytes
 # unless the caller raises it; the real train images are 47 MB.
 DEFAULT_MAX_BYTES = 1 << 30
+# What the dataset loader believes of one file it cannot verify (--no-verify): the real train
+# images are 47 MB, so a crafted header costs at most this much memory, never a gigabyte.
+MAX_DATASET_BYTES = 64 << 20
 MAX_NDIM = 16
 _CHUNK = 1 << 20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -94,16 +97,22 @@ def read_idx(
 
 
 def load_idx(
-    path: str | os.PathLike, *, expect_magic: int | None = None, max_bytes: int | None = None
+    path: str | os.PathLike,
+    *,
+    expect_magic: int | None = None,
+    max_bytes: int | None = None,
+    limit_name: str | None = None,
 ) -> IdxFile:
-    """Like read_idx, but also return the magic, decompressed size and SHA-256."""
+    """Like read_idx, but also return the magic, decompressed size and SHA-256. A header that
+    declares more than `max_bytes` is refused naming `limit_name`."""
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    limit_name = limit_name or ("DEFAULT_MAX_BYTES" if max_bytes is None else "max_bytes")
     try:
         _require_regular_file(path)
         gz = is_gzip(path)
         with gzip.open(path, "rb") if gz else open(path, "rb") as f:
             raw_size = None if gz else os.fstat(f.fileno()).st_size
-            return _parse(f, path, expect_magic, limit, raw_size)
+            return _parse(f, path, expect_magic, (limit, limit_name), raw_size)
     except DataError:
         raise
     except FileNotFoundError:
@@ -121,7 +130,8 @@ def _require_regular_file(path: str | os.PathLike) -> None:
         raise DataError(path, "not a regular file")
 
 
-def _parse(f: BinaryIO, path, expect_magic, limit: int, raw_size: int | None) -> IdxFile:
+def _parse(f: BinaryIO, path, expect_magic, cap: tuple[int, str], raw_size: int | None) -> IdxFile:
+    limit, limit_name = cap
     digest = hashlib.sha256()
     head = _read_exact(f, 4, path, "header", digest)
     if head[0] != 0 or head[1] != 0:
@@ -148,7 +158,8 @@ def _parse(f: BinaryIO, path, expect_magic, limit: int, raw_size: int | None) ->
     if extent > limit:
         raise DataError(
             path,
-            f"header dims {dims} describe up to {extent} data bytes, above the limit of {limit}",
+            f"header dims {dims} describe up to {extent} data bytes, above the limit of {limit} "
+            f"({limit_name})",
         )
     payload = _read_capped(f, declared, digest)
     _check_length(path, dims, declared, len(payload))

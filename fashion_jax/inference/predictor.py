@@ -7,7 +7,9 @@ of JSON: a file that cannot be read becomes an error row and the others are stil
 
 from __future__ import annotations
 
+import os
 import re
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from fashion_jax.data.dataset import CLASS_NAMES
+from fashion_jax.errors import is_bad_input
 from fashion_jax.inference.preprocess import SIDE, ImageError, Prepared, prepare_file
 from fashion_jax.model.models import forward
 from fashion_jax.runtime.compile import compile_ahead
@@ -79,14 +82,7 @@ def predict_files(
 ) -> list[dict]:
     """One row per file, in order; a file that cannot be read is {"file", "error"}. The model is
     restored only when at least one file is readable; `save_inputs` gets the 28x28 PNG of each."""
-    prepared: dict[int, Prepared] = {}
-    rows: list[dict] = []
-    for i, f in enumerate(files):
-        try:
-            prepared[i] = prepare_file(f, mode)
-            rows.append({})
-        except ImageError as err:
-            rows.append({"file": str(f), "error": err.problem})
+    prepared, rows = prepare_each(files, mode)
     if prepared:
         predictor = Predictor(workdir)
         probs = predictor.predict_images(np.stack([p.image for p in prepared.values()]))
@@ -97,6 +93,37 @@ def predict_files(
             Image.fromarray(prepared[i].image).save(path)
             rows[i]["input_png"] = str(path)
     return rows
+
+
+def prepare_each(
+    files: Sequence[str | Path], mode: str = "auto"
+) -> tuple[dict[int, Prepared], list[dict]]:
+    """({index: Prepared} of the files that convert, one row per file): {} for those, {"file",
+    "error"} for a file that fails for any reason, so one file never costs the batch."""
+    prepared: dict[int, Prepared] = {}
+    rows: list[dict] = []
+    for i, f in enumerate(files):
+        try:
+            prepared[i] = prepare_file(f, mode)
+            rows.append({})
+        except Exception as err:
+            rows.append({"file": str(f), "error": file_problem(err)})
+    return prepared, rows
+
+
+def file_problem(err: Exception) -> str:
+    """One line on why a file failed. Bad input says its cause; anything else is our bug, said
+    as one (its traceback too under FASHION_JAX_DEBUG), and the other files still go on."""
+    if isinstance(err, ImageError):
+        return err.problem
+    if isinstance(err, (MemoryError, RecursionError)):
+        return f"too large or deep to convert ({err.__class__.__name__})"
+    text = " ".join(str(err).split())
+    if is_bad_input(err):
+        return text or err.__class__.__name__
+    if os.environ.get("FASHION_JAX_DEBUG"):
+        traceback.print_exception(err)
+    return f"internal error ({err.__class__.__name__}: {text[:200]}); this is a bug in fashion_jax"
 
 
 def input_names(files: Sequence[str | Path], folder: str | Path) -> list[Path]:

@@ -35,7 +35,7 @@ from fashion_jax.inference.backdrop import (
     reduced,
     trim_box,
 )
-from fashion_jax.runtime.numerics import first_nonfinite
+from fashion_jax.inference.npy import load_npy
 
 SIDE = 28
 # Larger images are refused as decompression bombs: 50 MP holds any phone or camera photo, and
@@ -59,7 +59,9 @@ INK_PERCENTILE = 99
 # (not the faint haze of a shadow or a background gradient left inside the trimmed box).
 GARMENT_INK = 0.1
 NPY_MAGIC = b"\x93NUMPY"
-DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+# What PIL raises on a damaged file; IndexError: a GIF cut after its first frame, asked whether it
+# is animated, reads past its end (found by tests/test_fuzz_files.py).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
 
 
 class ImageError(DataError):
@@ -95,12 +97,16 @@ def prepare_bytes(data: bytes, name: str, mode: str = "auto") -> Prepared:
     if not data:
         raise ImageError(name, "empty file")
     if len(data) > MAX_BYTES:
-        raise ImageError(name, f"larger than {MAX_BYTES >> 20} MiB")
-    if data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
-        pixels, notes = load_npy(data, name), ()
-    else:
-        pixels, notes = decode(data, name)
-    return convert(pixels, mode, notes)
+        raise ImageError(name, f"larger than {MAX_BYTES >> 20} MiB (MAX_BYTES)")
+    try:
+        if data.startswith(NPY_MAGIC) or name.lower().endswith(".npy"):
+            pixels, notes = load_npy(data, name, ImageError, MAX_PIXELS), ()
+        else:
+            pixels, notes = decode(data, name)
+        return convert(pixels, mode, notes)
+    except (MemoryError, RecursionError) as err:
+        # what the checks above did not foresee: still this file's fault, and one line
+        raise ImageError(name, f"too large or deep to convert ({err.__class__.__name__})") from None
 
 
 def convert(pixels: np.ndarray, mode: str = "auto", notes: tuple[str, ...] = ()) -> Prepared:
@@ -169,26 +175,6 @@ def to_8_bits(ink: np.ndarray) -> np.ndarray:
     return np.rint(scaled).astype(np.uint8)
 
 
-def load_npy(data: bytes, name: str) -> np.ndarray:
-    """A 2-D array from .npy bytes as uint8 (a float array in [0, 1] is scaled by 255)."""
-    try:
-        array = np.load(io.BytesIO(data), allow_pickle=False)  # never unpickle a user's file
-    except (ValueError, OSError, EOFError) as err:
-        raise ImageError(name, f"not a readable .npy array ({err.__class__.__name__})") from None
-    array = np.squeeze(array)
-    if array.ndim != 2 or array.size == 0:
-        raise ImageError(name, f"expected one 2-D grayscale image, got shape {array.shape}")
-    if array.size > MAX_PIXELS:
-        raise ImageError(name, f"{array.size} pixels is over the limit of {MAX_PIXELS}")
-    if array.dtype.kind not in "biuf":
-        raise ImageError(name, f"expected numbers, got dtype {array.dtype}")
-    if first_nonfinite(array) is not None:
-        raise ImageError(name, "array holds NaN or Inf")
-    if array.dtype.kind == "f" and array.max() <= 1.0:
-        array = array * 255.0  # already scaled to [0, 1], as the chapter's train_scaled
-    return np.clip(array, 0, 255).astype(np.uint8)
-
-
 def decode(data: bytes, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """(H, W, 3) uint8 RGB pixels of an image file's first frame, upright, alpha on white."""
     try:
@@ -201,7 +187,7 @@ def decode(data: bytes, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
-            name, f"over the limit of {MAX_PIXELS} pixels (a decompression bomb?)"
+            name, f"over the limit of {MAX_PIXELS} pixels (MAX_PIXELS; a decompression bomb?)"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image (no format recognised)") from None
@@ -211,7 +197,9 @@ def decode(data: bytes, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def _upright_rgb(img: Image.Image, name: str) -> tuple[np.ndarray, tuple[str, ...]]:
     if img.width * img.height > MAX_PIXELS:
-        raise ImageError(name, f"{img.width}x{img.height} is over the limit of {MAX_PIXELS} pixels")
+        raise ImageError(
+            name, f"{img.width}x{img.height} is over the limit of {MAX_PIXELS} pixels (MAX_PIXELS)"
+        )
     notes = []
     if getattr(img, "is_animated", False):
         notes.append("first-frame-of-animation")

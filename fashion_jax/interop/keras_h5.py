@@ -18,10 +18,12 @@ Keras 2 writes the attrs as bytes and splits an attr over 64 KB into `name0`, `n
 from __future__ import annotations
 
 import contextlib
-import io
-import json
+import lzma
 import re
+import shutil
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,16 @@ import h5py
 import numpy as np
 
 from fashion_jax.errors import FashionJaxError
+from fashion_jax.interop.h5_guard import (
+    MAX_H5_FILE_BYTES,
+    Budget,
+    bounded_memory,
+    check_fit,
+    check_heaps,
+    check_tree,
+    read_attr,
+)
+from fashion_jax.limits import MAX_CONFIG_JSON_BYTES, LimitError, check_size, parse_json
 
 
 class KerasFileError(FashionJaxError, ValueError):
@@ -57,6 +69,11 @@ def file_kind(path: Path) -> str:
     """'keras' (a .keras zip), 'h5' (a whole model in HDF5) or 'weights' (weights only)."""
     if not path.is_file():
         raise KerasFileError(f"{path}: no such file")
+    with _damaged(path):
+        return _file_kind(path)
+
+
+def _file_kind(path: Path) -> str:
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             if {"config.json", "model.weights.h5"} <= set(zf.namelist()):
@@ -64,6 +81,7 @@ def file_kind(path: Path) -> str:
         raise KerasFileError(f"{path}: a zip without config.json and model.weights.h5; not .keras")
     if not h5py.is_hdf5(path):
         raise KerasFileError(f"{path}: not a Keras model (neither a .keras zip nor HDF5)")
+    check_size("the file", path.stat().st_size, MAX_H5_FILE_BYTES, "MAX_H5_FILE_BYTES")
     with _open_h5(path) as f:
         if "model_config" in f.attrs:
             return "h5"
@@ -85,45 +103,64 @@ def read_weights(path: Path) -> list[tuple[str, list[np.ndarray]]]:
         return _read_weights(path)
 
 
+# What a damaged file makes zipfile, zlib, h5py or our parsing raise: one line, not a trace.
+DAMAGED = (
+    KeyError, TypeError, AttributeError, IndexError, ValueError, OSError, EOFError,
+    NotImplementedError, RuntimeError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
+)  # fmt: skip
+
+
 @contextlib.contextmanager
 def _damaged(path: Path) -> Iterator[None]:
-    """A group or array the file's own attrs promise but that is missing: one line, not a trace."""
+    """A group or array the file's own attrs promise but that is missing, a limit the file passes
+    (named), or a link out of the file: one line, not a trace. The reading is capped at
+    MAX_READ_MEMORY, which libhdf5's allocations obey too."""
     try:
-        yield
-    except (KeyError, TypeError, AttributeError, zipfile.BadZipFile) as err:
-        what = f"{err.__class__.__name__}: {err}"
+        with bounded_memory():
+            yield
+    except KerasFileError:
+        raise
+    except FashionJaxError as err:
+        raise KerasFileError(f"{path}: {err}") from None
+    except DAMAGED as err:
+        what = " ".join(f"{err.__class__.__name__}: {err}".split())
         raise KerasFileError(f"{path}: damaged Keras file ({what})") from None
 
 
 def _read_model(path: Path) -> KerasModel:
     if file_kind(path) == "keras":
         with zipfile.ZipFile(path) as zf:
-            spec = _json(zf.read("config.json"), path)
-            weights = zf.read("model.weights.h5")
-        model = _parse_model(spec, path, "3")
-        with _open_h5(io.BytesIO(weights), path) as f:
-            for layer, group in zip(model.layers, _class_names(model.layers)):
-                layer.weights = _vars(f, f"layers/{group}")
+            raw = _member(zf, "config.json", MAX_CONFIG_JSON_BYTES, "MAX_CONFIG_JSON_BYTES")
+            spec = _json(raw, path)
+            model = _parse_model(spec, path, "3")
+            with _extracted(zf, "model.weights.h5") as weights, _open_h5(weights, path) as f:
+                check_tree(f)
+                budget = Budget()
+                for layer, group in zip(model.layers, _class_names(model.layers)):
+                    layer.weights = _vars(f, f"layers/{group}", budget, layer)
         model.optimizer = (spec.get("compile_config") or {}).get("optimizer")
         return model
     with _open_h5(path) as f:
-        spec = _json(f.attrs["model_config"], path)
-        version = _text(f.attrs.get("keras_version", b"?"))
+        check_tree(f)
+        spec = _json(read_attr(f, "model_config"), path)
+        version = _text(read_attr(f, "keras_version")) if "keras_version" in f.attrs else "?"
         model = _parse_model(spec, path, version)
         group = f.get("model_weights", f)
-        names = set(_attr_list(group, "layer_names"))
+        names, budget = set(_attr_list(group, "layer_names")), Budget()
         for layer in model.layers:
             if layer.name in names:
-                layer.weights = _layer_arrays(group[layer.name])
-        training = _json(f.attrs["training_config"], path) if "training_config" in f.attrs else {}
-        model.optimizer = training.get("optimizer_config")
+                layer.weights = _layer_arrays(group[layer.name], budget, layer)
+        training = f.attrs.get("training_config") and _json(read_attr(f, "training_config"), path)
+        model.optimizer = (training or {}).get("optimizer_config")
         return model
 
 
 def _read_weights(path: Path) -> list[tuple[str, list[np.ndarray]]]:
     with _open_h5(path) as f:
+        check_tree(f)
+        budget = Budget()
         if "layers" in f:  # Keras 3: the model order is not stored, but the names encode it
-            groups = [name for name in f["layers"] if len(f[f"layers/{name}/vars"])]
+            groups = [name for name in f["layers"] if len(f[f"layers/{name}"].get("vars", ()))]
             for name in groups:
                 if _base(name) not in ("conv2d", "dense"):
                     raise KerasFileError(
@@ -131,12 +168,35 @@ def _read_weights(path: Path) -> list[tuple[str, list[np.ndarray]]]:
                     )
             # Our models hold convs first, then denses: Sequential order is (class, counter).
             groups.sort(key=lambda n: (_base(n) != "conv2d", _counter(n)))
-            return [(name, _vars(f, f"layers/{name}")) for name in groups]
-        rows = [(name, _layer_arrays(f[name])) for name in _attr_list(f, "layer_names")]
+            return [(name, _vars(f, f"layers/{name}", budget)) for name in groups]
+        names = _attr_list(f, "layer_names")
+        rows = [(name, _layer_arrays(f[name], budget)) for name in names]
         return [(name, arrays) for name, arrays in rows if arrays]
 
 
+def _member(zf: zipfile.ZipFile, name: str, limit: int, limit_name: str) -> bytes:
+    """A zip member's bytes, once the size the zip's directory declares is within `limit`; zipfile
+    never inflates past that size (a member that holds more fails its CRC check)."""
+    info = zf.getinfo(name)
+    check_size(f"{name} (inflated)", info.file_size, limit, limit_name)
+    with zf.open(info) as member:
+        return member.read(limit + 1)
+
+
+@contextlib.contextmanager
+def _extracted(zf: zipfile.ZipFile, name: str) -> Iterator[Any]:
+    """A zip member inflated into an unnamed temporary file (h5py reads an HDF5 file where it
+    likes, so it must be a file), once its declared size is within MAX_H5_FILE_BYTES."""
+    info = zf.getinfo(name)
+    check_size(f"{name} (inflated)", info.file_size, MAX_H5_FILE_BYTES, "MAX_H5_FILE_BYTES")
+    with tempfile.TemporaryFile() as out, zf.open(info) as member:
+        shutil.copyfileobj(member, out, 1 << 20)
+        out.seek(0)
+        yield out
+
+
 def _open_h5(source: Any, path: Path | None = None) -> h5py.File:
+    check_heaps(source)
     try:
         return h5py.File(source, "r")
     except OSError as err:
@@ -145,7 +205,9 @@ def _open_h5(source: Any, path: Path | None = None) -> h5py.File:
 
 def _json(raw: Any, path: Path) -> dict[str, Any]:
     try:
-        spec = json.loads(_text(raw))
+        spec = parse_json(raw if isinstance(raw, bytes) else str(raw), "the model config")
+    except LimitError as err:
+        raise KerasFileError(f"{path}: {err}") from None
     except ValueError:
         raise KerasFileError(f"{path}: the model config is not JSON") from None
     if not isinstance(spec, dict):
@@ -184,10 +246,19 @@ def _parse_model(spec: dict[str, Any], path: Path, version: str) -> KerasModel:
         if shape is None and not layers and isinstance(raw.get("build_config"), dict):
             shape = raw["build_config"].get("input_shape")
         if input_shape is None and shape:
-            input_shape = tuple(int(d) for d in shape[1:] if d is not None)
+            input_shape = _sizes(shape, path)
         if kind != "InputLayer":
             layers.append(KerasLayer(kind, str(cfg.get("name", kind.lower())), cfg))
     return KerasModel(layers, input_shape, None, version)
+
+
+def _sizes(shape: Any, path: Path) -> tuple[int, ...]:
+    """An input shape's sizes after the batch axis; a value that is not one (inf, 2**64, a
+    string: a damaged config) is one line, never an OverflowError."""
+    dims = shape[1:] if isinstance(shape, list) else None
+    if dims is None or not all(d is None or type(d) is int and 0 < d < 1 << 31 for d in dims):
+        raise KerasFileError(f"{path}: input shape {str(shape)[:60]} is not a list of sizes")
+    return tuple(d for d in dims if d is not None)
 
 
 def _class_names(layers: list[KerasLayer]) -> list[str]:
@@ -211,24 +282,35 @@ def _counter(group: str) -> int:
     return int(found.group(1)) if found else 0
 
 
-def _vars(f: h5py.File, where: str) -> list[np.ndarray]:
-    if f"{where}/vars" not in f:
+def _vars(f: h5py.File, where: str, budget: Budget, layer: KerasLayer | None = None) -> list:
+    """A Keras 3 layer's arrays `<where>/vars/0, 1, ...`, their declared shapes checked first."""
+    group = f.get(f"{where}/vars")
+    if group is None:
         return []
-    group = f[f"{where}/vars"]
-    return [np.asarray(group[str(i)][()]) for i in range(len(group))]
+    arrays = [group[str(i)] for i in range(len(group))]
+    _fits(layer, arrays, where)
+    return [budget.read_array(a, f"{where}/vars/{i}") for i, a in enumerate(arrays)]
 
 
 def _attr_list(group: h5py.Group, name: str) -> list[str]:
     """A list attr, joined from its `name0`, `name1`, ... chunks when Keras 2 had to split it."""
     if name in group.attrs:
-        raw = list(group.attrs[name])
+        raw = list(np.atleast_1d(read_attr(group, name)))
     else:
         raw, i = [], 0
         while f"{name}{i}" in group.attrs:
-            raw.extend(group.attrs[f"{name}{i}"])
+            raw.extend(np.atleast_1d(read_attr(group, f"{name}{i}")))
             i += 1
     return [_text(item) for item in raw]
 
 
-def _layer_arrays(group: h5py.Group) -> list[np.ndarray]:
-    return [np.asarray(group[name][()]) for name in _attr_list(group, "weight_names")]
+def _layer_arrays(group: h5py.Group, budget: Budget, layer: KerasLayer | None = None) -> list:
+    arrays = [group[name] for name in _attr_list(group, "weight_names")]
+    _fits(layer, arrays, group.name)
+    return [budget.read_array(a, f"{group.name}/{a.name}") for a in arrays]
+
+
+def _fits(layer: KerasLayer | None, arrays: list[Any], where: str) -> None:
+    if layer is not None:
+        units = layer.config.get("units" if layer.kind == "Dense" else "filters")
+        check_fit(layer.kind, layer.name, units, arrays, where)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fashion_jax.config import ConfigError, ModelConfig, TrainConfig
 from fashion_jax.files import atomic_write_text
+from fashion_jax.limits import MAX_CONFIG_JSON_BYTES, LimitError, parse_json
 
 
 def to_dict(config: TrainConfig) -> dict[str, Any]:
@@ -67,9 +68,12 @@ def save_json(config: TrainConfig, path: Path) -> None:
 
 def load_json(path: Path) -> TrainConfig:
     try:
-        raw = json.loads(Path(path).read_text())
+        with open(path, "rb") as f:  # never more than the limit, whatever the file's size
+            raw = parse_json(f.read(MAX_CONFIG_JSON_BYTES + 1), "config.json")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no config.json; not a fashion_jax workdir") from None
+    except LimitError as err:
+        raise ConfigError(f"{path}: {err}") from None
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: unreadable config ({err.__class__.__name__})") from None
     if not isinstance(raw, dict):

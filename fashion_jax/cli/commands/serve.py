@@ -2,8 +2,8 @@
 
 The model is loaded and every program compiled before the address is printed, so the first
 request is as fast as the rest. The listening socket is bound here, before uvicorn starts, so
-`--port 0` has its real port in the printed line and a busy port is one error line. Ctrl-C stops
-the server after the requests in flight (uvicorn's shutdown) and exits 0.
+`--port 0` has its real port in the printed line and a busy port is one error line. Ctrl-C or
+SIGTERM stops the server after the requests in flight (uvicorn's shutdown) and exits 0.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ import argparse
 import contextlib
 import importlib.util
 import ipaddress
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from fashion_jax.cli.parser import CliError
@@ -62,6 +64,20 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (how systemd, Docker and Kubernetes stop a server) stops as Ctrl-C does."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cmd_serve(args: argparse.Namespace) -> dict:
     check_web_libs()
     if not args.max_upload_mb > 0:
@@ -85,10 +101,11 @@ def cmd_serve(args: argparse.Namespace) -> dict:
                 uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
             )
             url = url_of(sock)
-            print(f"serving {workdir} on {url}", flush=True)
             # uvicorn catches SIGINT/SIGTERM, finishes the requests in flight, then raises the
-            # signal again; the KeyboardInterrupt that follows is the normal way to stop.
-            with contextlib.suppress(KeyboardInterrupt):
+            # signal again under the handler it found; the KeyboardInterrupt that follows is the
+            # normal way to stop. SIGTERM's default handler would end the process (143) instead.
+            with contextlib.suppress(KeyboardInterrupt), sigterm_as_ctrl_c():
+                print(f"serving {workdir} on {url}", flush=True)
                 server.run(sockets=[sock])
         finally:
             service.close()
