@@ -41,7 +41,7 @@ from fashion_jax.inference.predictor import Predictor
 from fashion_jax.inference.preprocess import MAX_PIXELS, prepare_bytes
 from fashion_jax.interop import keras_h5
 from fashion_jax.serve.app import build_app
-from fashion_jax.storage import config_json
+from fashion_jax.storage import run_files
 
 Draw = Callable[[int, int], int]
 TIME_LIMIT = 2.0  # seconds a case may take: ~1 s asked, doubled for the shared 2-core machine
@@ -109,7 +109,7 @@ def seeds() -> dict[str, bytes]:
         "h5": _keras2_h5(),
         "keras": _keras3(),
         "idx.gz": _idx_gz(),
-        "config.json": json.dumps(config_json.to_dict(TrainConfig()), indent=2).encode(),
+        "config.json": json.dumps(run_files.to_dict(TrainConfig()), indent=2).encode(),
         "multipart": _multipart(_encoded(garment, "PNG")),
     }
 
@@ -349,7 +349,7 @@ def run_target(kind: str, data: bytes, folder: Path, client: TestClient | None =
     elif kind == "idx.gz":
         load_dataset_file(path)
     else:
-        config_json.load_json(path)
+        run_files.load_json(path)
 
 
 def load_dataset_file(path: Path) -> None:

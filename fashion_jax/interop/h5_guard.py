@@ -13,7 +13,6 @@ import contextlib
 import math
 import mmap
 import os
-import resource
 import struct
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -52,9 +51,19 @@ class UnsafeH5(FashionJaxError, ValueError):
 @contextlib.contextmanager
 def bounded_memory(limit: int = MAX_READ_MEMORY) -> Iterator[None]:
     """Cap the process's address space at its present size plus `limit` while a file is read; a
-    larger allocation then fails (libhdf5: an error, Python: MemoryError, said as the limit)."""
+    larger allocation then fails (libhdf5: an error, Python: MemoryError, said as the limit).
+    Where the process cannot see its own size or set the limit (no /proc, no `resource` on
+    Windows), nothing is capped: the reader child (reader_process.py) still keeps a crash apart."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None
+    size = _vm_size()
+    if resource is None or size == 0:
+        yield
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    cap = _vm_size() + limit
+    cap = size + limit
     if hard != resource.RLIM_INFINITY:
         cap = min(cap, hard)
     if soft != resource.RLIM_INFINITY and soft <= cap:
@@ -71,10 +80,14 @@ def bounded_memory(limit: int = MAX_READ_MEMORY) -> Iterator[None]:
 
 
 def _vm_size() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmSize:"):
-                return int(line.split()[1]) * 1024
+    """The process's address space in bytes (Linux), 0 where unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     return 0
 
 

@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from fashion_jax.errors import FashionJaxError
+from fashion_jax.interop import reader_process
 from fashion_jax.interop.h5_guard import (
     MAX_H5_FILE_BYTES,
     Budget,
@@ -69,8 +70,7 @@ def file_kind(path: Path) -> str:
     """'keras' (a .keras zip), 'h5' (a whole model in HDF5) or 'weights' (weights only)."""
     if not path.is_file():
         raise KerasFileError(f"{path}: no such file")
-    with _damaged(path):
-        return _file_kind(path)
+    return _in_child("kind", path)
 
 
 def _file_kind(path: Path) -> str:
@@ -92,15 +92,29 @@ def _file_kind(path: Path) -> str:
 
 def read_model(path: Path) -> KerasModel:
     """The layers of a whole-model file (.keras or .h5), each with its weights."""
-    with _damaged(path):
-        return _read_model(path)
+    return _in_child("model", path)
 
 
 def read_weights(path: Path) -> list[tuple[str, list[np.ndarray]]]:
     """(group name, arrays) of each layer that has weights, in model order, from a weights-only
     file."""
-    with _damaged(path):
-        return _read_weights(path)
+    return _in_child("weights", path)
+
+
+def _in_child(what: str, path: Path) -> Any:
+    """libhdf5 reads the file in reader_process's child: its crash or hang is one line here."""
+    try:
+        return reader_process.call(f"{__name__}:read_here", what, str(path))
+    except reader_process.ReadFailed as err:
+        text = str(err)
+        raise KerasFileError(text if text.startswith(str(path)) else f"{path}: {text}") from None
+
+
+def read_here(what: str, path: str) -> Any:
+    """What the child runs: one of the readers, with the checks and memory cap of `_damaged`."""
+    readers = {"kind": _file_kind, "model": _read_model, "weights": _read_weights}
+    with _damaged(Path(path)):
+        return readers[what](Path(path))
 
 
 # What a damaged file makes zipfile, zlib, h5py or our parsing raise: one line, not a trace.
@@ -128,7 +142,7 @@ def _damaged(path: Path) -> Iterator[None]:
 
 
 def _read_model(path: Path) -> KerasModel:
-    if file_kind(path) == "keras":
+    if _file_kind(path) == "keras":
         with zipfile.ZipFile(path) as zf:
             raw = _member(zf, "config.json", MAX_CONFIG_JSON_BYTES, "MAX_CONFIG_JSON_BYTES")
             spec = _json(raw, path)
