@@ -103,10 +103,12 @@ def read_weights(path: Path) -> list[tuple[str, list[np.ndarray]]]:
 
 def _in_child(what: str, path: Path) -> Any:
     """libhdf5 reads the file in reader_process's child: its crash or hang is one line here."""
+    # The child keeps the folder it started in: it gets the absolute path, the user their own.
+    absolute = str(Path(path).absolute())
     try:
-        return reader_process.call(f"{__name__}:read_here", what, str(path))
+        return reader_process.call(f"{__name__}:read_here", what, absolute)
     except reader_process.ReadFailed as err:
-        text = str(err)
+        text = str(err).replace(absolute, str(path))
         raise KerasFileError(text if text.startswith(str(path)) else f"{path}: {text}") from None
 
 
