@@ -154,12 +154,23 @@ def test_save_inputs_writes_each_picture_the_model_saw_under_its_own_name(model,
 
 @pytest.mark.realdata
 def test_a_model_trained_on_fashion_mnist_reads_shop_photos(tmp_path, real_data):
-    """The `fast` preset for one epoch (cnn_fast on the 48,000 training images, about 0.9 on the
-    test split) classifies generated shop photos about as well as the same garments as dataset
-    images, and far better than without the conversion. Measured: 0.90 on the photos, 0.90 on the
-    originals, 0.12 with --preprocess none (60 photos)."""
+    """The `fast` preset for one epoch on 12,000 training images (about 0.85 on the test split)
+    classifies generated shop photos about as well as the same garments as dataset images, and far
+    better than without the conversion. Measured: 0.83 on the photos, 0.85 on the originals, 0.13
+    with --preprocess none (60 photos); on all 48,000 images 0.90, 0.90 and 0.12."""
     workdir = tmp_path / "cnn"
-    argv = ["train", "--preset", "fast", "--epochs", "1", "--workdir", workdir, "--quiet"]
+    argv = [
+        "train",
+        "--preset",
+        "fast",
+        "--epochs",
+        "1",
+        "--subset",
+        "12000",
+        "--workdir",
+        workdir,
+        "--quiet",
+    ]
     code, _, err = run_main(argv)
     assert code == 0, err
     made = make_photos(tmp_path / "photos", n=60, seed=1)
@@ -172,5 +183,5 @@ def test_a_model_trained_on_fashion_mnist_reads_shop_photos(tmp_path, real_data)
         scores[mode] = np.mean(predictor.predict_images(np.stack(images)).argmax(1) == truth)
     originals = real_data.test_x[[made[n]["test_index"] for n in names]]
     scores["original"] = np.mean(predictor.predict_images(originals).argmax(1) == truth)
-    assert scores["auto"] >= scores["original"] - 0.05 and scores["auto"] >= 0.85, scores
+    assert scores["auto"] >= scores["original"] - 0.05 and scores["auto"] >= 0.8, scores
     assert scores["none"] <= 0.3, scores
