@@ -3,7 +3,7 @@
 A config field's flag, type, choices and help sentence come from the field itself (config.py), so
 a new field is a new flag with nothing to copy. Flags default to None ("not given"), so a preset
 or the dataclass supplies the value and `config.preset` applies only what the user typed. Apart
-from cli_flags.py, which lays out the commands, because the handlers read flags back through
+from parser.py, which lays out the commands, because the handlers read flags back through
 `given` and `dest` without needing any command's parser. Standard library and config.py only.
 """
 

@@ -27,7 +27,7 @@ from fashion_jax.runtime.compile import enable_persistent_cache
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
 # Adding a command: its handler `cmd_<name>(args) -> dict` in its own module, one line here, and
-# its subparser in cli_flags.build_parser.
+# its subparser in parser.build_parser.
 COMMANDS: dict[str, str] = {
     "data": "fashion_jax.cli.commands.data:cmd_data",
     "train": "fashion_jax.cli.commands.train:cmd_train",

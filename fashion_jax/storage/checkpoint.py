@@ -1,7 +1,7 @@
 """Checkpoint storage (Orbax): the latest full states and the best params of a run (weights-only
 folders: weights.py).
 
-Storage only: it knows trees, steps and files, never models or training (model_io.py builds
+Storage only: it knows trees, steps and files, never models or training (model_files.py builds
 models from what it reads, resume.py decides what a run saves).
 
 Layout of a workdir:

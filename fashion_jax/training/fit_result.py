@@ -1,7 +1,7 @@
 """The end of a fit: the params it returns, best/ for `--checkpoints end`, the test metrics and
 result.json, as a `FitResult`.
 
-Apart from train.py, which runs the epochs, because none of this runs per epoch: it is what a
+Apart from loop.py, which runs the epochs, because none of this runs per epoch: it is what a
 finished (or early-stopped) run leaves behind.
 """
 

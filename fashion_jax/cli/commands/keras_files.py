@@ -75,7 +75,7 @@ def start_workdir(
 ) -> None:
     """A training workdir at epoch 0 whose state holds `params`.
 
-    evaluate, predict and plot read it as any run (model_io.load_model falls back to the newest
+    evaluate, predict and plot read it as any run (model_files.load_model falls back to the newest
     full state), and `train --resume` with the same settings and rows fine-tunes from it. The
     optimizer starts afresh: Keras's optimizer state is not carried over.
     """

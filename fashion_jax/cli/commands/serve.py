@@ -1,4 +1,4 @@
-"""`fashion-jax serve --workdir W`: a local web page to try a trained model (web_app.py).
+"""`fashion-jax serve --workdir W`: a local web page to try a trained model (serve/app.py).
 
 The model is loaded and every program compiled before the address is printed, so the first
 request is as fast as the rest. The listening socket is bound here, before uvicorn starts, so
