@@ -123,10 +123,28 @@ def run(args: argparse.Namespace, argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        return failure_status(err, argv)
+        status = failure_status(err, argv)
+        if status == EXIT_BAD_INPUT and _joined_other_processes():
+            _exit_without_shutdown(status)
+        return status
     if getattr(args, "json", False):
         print(json.dumps(out, sort_keys=True, default=str))
     return status
+
+
+def _joined_other_processes() -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _exit_without_shutdown(status: int) -> None:
+    """Every process of a multi-process run refuses the same bad input and exits; JAX's exit
+    handler would then wait at a shutdown barrier for processes already gone, and the coordination
+    service aborts the process (SIGABRT) after the one line was printed. Nothing is in flight by
+    now (fit closed its checkpoints on the way out), so leave without that handler."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def failure_status(err: Exception, argv: list[str] | None) -> int:
