@@ -55,6 +55,23 @@ class PartialFailure(Exception):
         self.out = out
 
 
+def per_file_result(
+    key: str, rows: list[dict], describe: Callable[[dict], str], as_json: bool
+) -> dict:
+    """A per-file command's end (predict, explain): an `error:` line per failed file, a line per
+    answered one unless --json, and `{key: rows}`, raised as PartialFailure when any file failed."""
+    for row in rows:
+        if "error" in row:
+            print(f"error: {row['file']}: {row['error']}", file=sys.stderr)
+        elif not as_json:
+            print(describe(row))
+    out = {key: rows}
+    failures = sum("error" in row for row in rows)
+    if failures:
+        raise PartialFailure(out, failures)
+    return out
+
+
 def loaded_class(module: str, name: str) -> type | None:
     found = sys.modules.get(module)
     return getattr(found, name) if found is not None else None

@@ -160,12 +160,9 @@ def build_parser() -> OneLineParser:
     )
     add_common(p)
 
-    p = sub.add_parser(
-        "predict", help="classify photos of clothes, Fashion-MNIST-like images or .npy arrays"
+    p = _add_image_command(
+        sub, "predict", "classify photos of clothes, Fashion-MNIST-like images or .npy arrays"
     )
-    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
-    p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
-    _add_preprocess(p)
     p.add_argument(
         "--save-inputs",
         metavar="DIR",
@@ -193,7 +190,11 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def _add_preprocess(p: argparse.ArgumentParser) -> None:
+def _add_image_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A command over image files (predict, explain): a model, the files, their preprocessing."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
+    p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
     p.add_argument(
         "--preprocess",
         choices=list(PREPROCESS_MODES),
@@ -202,15 +203,13 @@ def _add_preprocess(p: argparse.ArgumentParser) -> None:
         "sharpen, centre, negate); none: only grey and 28x28; auto: the conversion unless the "
         "image already looks like Fashion-MNIST (a light garment on black) (default: auto)",
     )
+    return p
 
 
 def _add_explain(sub: Any) -> None:
-    p = sub.add_parser(
-        "explain", help="which pixels decided the class: saliency, integrated gradients, ..."
+    p = _add_image_command(
+        sub, "explain", "which pixels decided the class: saliency, integrated gradients, ..."
     )
-    p.add_argument("--workdir", required=True, help="a training workdir or a saved model folder")
-    p.add_argument("files", nargs="+", help="images (JPEG, PNG, GIF, ...) or .npy arrays")
-    _add_preprocess(p)
     p.add_argument(
         "--method",
         choices=[*EXPLAIN_METHODS, "all"],

@@ -15,8 +15,8 @@ import numpy as np
 
 from fashion_jax.data.dataset import CLASS_NAMES
 from fashion_jax.inference.explain import METHODS, Explainer, ExplainError
-from fashion_jax.inference.predictor import Predictor
-from fashion_jax.inference.preprocess import ImageError, Prepared, prepare_file
+from fashion_jax.inference.predictor import Predictor, prepare_each
+from fashion_jax.inference.preprocess import Prepared
 
 # What a caller does with each explained image: (its row, the 28x28 input, method -> map) -> more
 # fields for the row (the CLI's --save writes the PNGs and names them).
@@ -68,14 +68,7 @@ def explain_files(
     if method != "all" and method not in METHODS:
         raise ExplainError(f"unknown method {method!r}; choose from {', '.join(METHODS)} or all")
     label = None if target is None else parse_class(target)
-    prepared: dict[int, Prepared] = {}
-    rows: list[dict] = []
-    for i, f in enumerate(files):
-        try:
-            prepared[i] = prepare_file(f, mode)
-            rows.append({})
-        except ImageError as err:
-            rows.append({"file": str(f), "error": err.problem})
+    prepared, rows = prepare_each(files, mode)
     if not prepared:
         return rows
     predictor = Predictor(workdir)

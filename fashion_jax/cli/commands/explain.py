@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fashion_jax.cli.dispatch import PartialFailure
+from fashion_jax.cli.dispatch import per_file_result
 from fashion_jax.inference.explain_files import explain_files
 from fashion_jax.inference.predictor import input_names
 
@@ -44,13 +44,4 @@ def cmd_explain(args: argparse.Namespace) -> dict:
         print(
             "note: gradcam skipped: it needs a conv layer and this model has none", file=sys.stderr
         )
-    for row in rows:
-        if "error" in row:
-            print(f"error: {row['file']}: {row['error']}", file=sys.stderr)
-        elif not args.json:
-            print(describe_row(row))
-    out = {"explanations": rows}
-    failures = len(rows) - len(done)
-    if failures:
-        raise PartialFailure(out, failures)
-    return out
+    return per_file_result("explanations", rows, describe_row, args.json)

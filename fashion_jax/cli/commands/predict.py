@@ -4,9 +4,8 @@ are still classified, and the exit status says whether any failed."""
 from __future__ import annotations
 
 import argparse
-import sys
 
-from fashion_jax.cli.dispatch import PartialFailure
+from fashion_jax.cli.dispatch import per_file_result
 from fashion_jax.inference.predictor import predict_files
 
 
@@ -23,13 +22,4 @@ def cmd_predict(args: argparse.Namespace) -> dict:
     rows = predict_files(
         args.workdir, args.files, mode=args.preprocess, save_inputs=args.save_inputs
     )
-    for row in rows:
-        if "error" in row:
-            print(f"error: {row['file']}: {row['error']}", file=sys.stderr)
-        elif not args.json:
-            print(describe_row(row))
-    out = {"predictions": rows}
-    failures = sum("error" in row for row in rows)
-    if failures:
-        raise PartialFailure(out, failures)
-    return out
+    return per_file_result("predictions", rows, describe_row, args.json)
