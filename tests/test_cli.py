@@ -664,7 +664,7 @@ def test_a_second_process_loads_its_programs_from_the_cache_and_survives_a_poiso
     tmp_path, synthetic_idx_dir
 ):
     cache_home = tmp_path / "cache"
-    argv = ["train", "--model", "mlp", "--epochs", "1", "--workdir", tmp_path / "run", "--quiet",
+    argv = ["train", "--model", "logreg", "--epochs", "1", "--workdir", tmp_path / "run", "--quiet",
             "--overwrite", *synthetic(synthetic_idx_dir)]  # fmt: skip
     first = hits(cached_run(tmp_path, cache_home, *argv))  # hits only for a program built twice
     entries = [p for p in (cache_home / "fashion_jax").rglob("*") if p.is_file()]

@@ -97,24 +97,24 @@ def test_deleting_the_top_pixels_costs_more_than_random_ones(chapter, maps) -> N
 
 
 def test_maps_fall_on_the_square_that_decides_the_label(tmp_path) -> None:
-    """A small CNN trained on images whose label shows only in one square (noise elsewhere)."""
-    parts = [checks.region_images(n, seed) for n, seed in ((2000, 0), (128, 1), (64, 2))]
+    """A small CNN trained on images whose label shows only in one square (sparse noise around)."""
+    parts = [checks.region_images(n, seed) for n, seed in ((4000, 0), (128, 1), (64, 2))]
     data = FashionMNIST(*parts[0], *parts[1], *parts[2], "synthetic")
     model = model_config("cnn", filters=(8, 16), hidden=32, dropout=0.0)
-    config = TrainConfig(model=model, optimizer="adam", epochs=5, patience=0)
+    config = TrainConfig(model=model, optimizer="adam", epochs=8, schedule="cosine", patience=0)
     result = fit(config, data, tmp_path / "w", RunOptions(quiet=True))
     assert result.summary()["test_accuracy"] > 0.95
-    explainer = Explainer(build_model(model), result.params)
+    explainer = Explainer(build_model(model), result.params, ig_steps=FEW_STEPS)
     images, labels = parts[2]
     share = {m: checks.mass_in_region(v) for m, v in explainer.explain(images, labels).items()}
     print("\nmass inside the square:", json.dumps(share))
-    # The issue's bar, 90% inside, is met by no method here nor at full size (docs/CHAPTER.md):
-    # what holds is that the pixel-level maps concentrate there, well above the square's share.
-    # Grad-CAM's does not (0.39 to 0.44 of the mass, on 0.33 of the area): the features it
-    # weighs fire on the noise around the square too, so it is only printed.
-    area = checks.region_area()
-    for method in ("saliency", "integrated-gradients", "occlusion"):
-        assert share[method] > 1.5 * area, (method, share[method], area)
+    # The issue's bar, 90% inside, holds for integrated gradients and occlusion (0.94 here, 0.96
+    # at full size). Saliency and Grad-CAM miss it in every form of the task tried (CHAPTER.md):
+    # saliency concentrates there, well above the square's share of the image; Grad-CAM's features
+    # fire on the noise too, so its share is only printed.
+    for method in ("integrated-gradients", "occlusion"):
+        assert share[method] >= 0.9, (method, share[method])
+    assert share["saliency"] > 1.5 * checks.region_area(), share
 
 
 # ------------------------------------------------------------------ the command line

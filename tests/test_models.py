@@ -320,6 +320,6 @@ def test_cnn_uses_the_single_channel_conv_for_the_images_only():
             convs[context.module.name] = type(context.module).__name__
         return next_fun(*args, **kwargs)
 
-    with nn.intercept_methods(record):
-        model.init(jax.random.key(0), x)
+    with nn.intercept_methods(record):  # traced on abstract values: nothing is compiled
+        jax.eval_shape(model.init, jax.random.key(0), x)
     assert convs == {"conv0": "SingleChannelConv", "conv1": "Conv"}

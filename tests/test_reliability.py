@@ -59,13 +59,15 @@ def command(workdir: Path, *extra: str, hold: str | None = None) -> list[str]:
     return [sys.executable, *launcher, "train", *TRAIN, "--workdir", str(workdir), *extra]
 
 
-def start(workdir: Path, *extra: str, hold: str | None = None) -> subprocess.Popen:
+def start(
+    workdir: Path, *extra: str, hold: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         command(workdir, *extra, hold=hold),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=dict(os.environ),
+        env=os.environ | (env or {}),
     )
 
 
@@ -220,10 +222,10 @@ def test_second_ctrl_c_exits_at_once_and_corrupts_nothing(reference, tmp_path):
 def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
     reference, tmp_path
 ):
-    workdir = tmp_path / "run"
-    # The save of step 150 (epoch 1's end) is held 20 s: the trainer stays alive, lock held, while
-    # the second writers try.
-    proc = start(workdir, hold=f"{EPOCH}:20")
+    workdir, release = tmp_path / "run", tmp_path / "release"
+    # The save of step 150 (epoch 1's end) is held (up to 60 s) until the test creates `release`:
+    # the trainer stays alive, lock held, while the second writers try and the readers read.
+    proc = start(workdir, hold=f"{EPOCH}:60", env={"PAUSED_SAVE_RELEASE": str(release)})
     wait_until(proc, lambda: steps_in(workdir / "checkpoints"), "the first checkpoint")
     holder = (workdir / ".lock").read_text().split()
     assert holder[0] == str(proc.pid)
@@ -239,11 +241,15 @@ def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
         assert second.returncode == 2 and "Traceback" not in err, err
         assert errors == [f"error: {workdir} is in use by process {proc.pid} (since {holder[1]})"]
     assert proc.poll() is None, "the trainer ended before the second writers were refused"
-    reads = 0
+    reads_while_held = 0
     while proc.poll() is None:  # a reader takes no lock and never sees half a save
+        held = f"{EPOCH}.orbax-checkpoint-tmp" in tmp_dirs(workdir / "checkpoints")
         _, _, params = load_model(workdir)
         assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
-        reads += 1
+        if held and not release.exists():
+            reads_while_held += 1
+            if reads_while_held == 2:  # then the save commits while the reads go on
+                release.touch()
     assert proc.returncode == 0, proc.stderr.read()[-1500:]
-    assert reads >= 2
+    assert reads_while_held == 2
     assert fingerprint(workdir) == reference  # the refused writers changed nothing

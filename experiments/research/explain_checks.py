@@ -30,9 +30,12 @@ from fashion_jax.inference.explain import IG_STEPS, Explainer, integrated_gradie
 
 DELETE_SHARE = 0.10
 RANDOM_DRAWS = 5
-# The known-answer task: labels from the brightness pattern inside this square (rows, cols) only.
+# The known-answer task: the label is a 3x3 code of 4-pixel cells at CODE, inside REGION with a
+# 2-pixel margin (a 3x3 conv's reach); noise of the same brightness covers NOISE_DENSITY of every
+# other pixel, drawn independently of the label, margin included.
 REGION = (slice(6, 22), slice(6, 22))
-NOISE = 255
+CODE = slice(8, 20)
+NOISE_DENSITY = 0.1
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -71,16 +74,20 @@ def region_area(region: tuple[slice, slice] = REGION) -> float:
     return float(np.zeros((28, 28))[region].size / 784)
 
 
-def region_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """n uint8 images of 10 classes whose label shows only in REGION: there a bar pattern of
-    class-specific bright cells; everywhere else noise of the same brightness, drawn independently
-    of the label, so nothing outside the square carries any information about it."""
+def region_images(
+    n: int, seed: int, noise_density: float = NOISE_DENSITY
+) -> tuple[np.ndarray, np.ndarray]:
+    """n uint8 images of 10 classes whose label shows only in REGION: a class-specific code of
+    bright 4x4 cells at CODE; everywhere else (the margin around the code included) pixels of the
+    same brightness at random, drawn independently of the label, so nothing outside the square
+    carries any information about it."""
     rng = np.random.default_rng(seed)
-    codes = np.random.default_rng(99).random((10, 4, 4)) > 0.5  # each class's 4x4 cell code
+    codes = np.random.default_rng(99).random((10, 3, 3)) > 0.5  # each class's 3x3 cell code
+    assert len(np.unique(codes.reshape(10, -1), axis=0)) == 10
     labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.uniform(0, NOISE, (n, 28, 28)) * (rng.random((n, 28, 28)) < 0.5)
-    square = np.kron(codes[labels], np.ones((1, 4, 4))) * rng.uniform(180, 255, (n, 16, 16))
-    images[:, REGION[0], REGION[1]] = square
+    images = rng.uniform(180, 255, (n, 28, 28)) * (rng.random((n, 28, 28)) < noise_density)
+    code = np.kron(codes[labels], np.ones((1, 4, 4))) * rng.uniform(180, 255, (n, 12, 12))
+    images[:, CODE, CODE] = code
     return images.astype(np.uint8), labels
 
 
