@@ -373,6 +373,16 @@ LAUNCHER = textwrap.dedent("""
     sys.exit(rc)
 """)
 
+# Trains a run as one process on one device (CLI arguments as JSON in argv[1]), then RESTORE.
+ONE_PROCESS = textwrap.dedent("""
+    import json, sys
+    from fashion_jax.cli import main
+
+    args = json.loads(sys.argv.pop(1))
+    for epochs, flag in (("2", "--overwrite"), ("3", "--resume")):
+        assert main([*args, "--quiet", "--epochs", epochs, flag]) == 0, flag
+""")
+
 RESTORE = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -630,24 +640,17 @@ def test_two_processes_train_like_one(tiny_dir, tmp_path, record_property):
     outs, writes = train_two_processes(tmp_path, mp, [*args, "--epochs", "3", "--resume"], "resume")
     check_leader_only_writes(outs, writes, epochs=1)
 
-    # The same global batch in one process on one device (4 devices in one process: the test above).
-    for epochs, flag in (("2", "--overwrite"), ("3", "--resume")):
-        proc = run(
-            cli(*args, "--quiet", "--epochs", epochs, flag, "--workdir", str(one)),
-            child_env(1),
-            timeout=300,
-            cwd=tmp_path,
-        )
-        check_ok(proc, f"single-process run on 1 device ({flag})")
-
-    # A fresh single process on 1 device restores what the two processes saved together.
+    # The same global batch in one process on one device (4 devices in one process: the test
+    # above), 2 epochs then --resume for a third; then that process, which took no part in the
+    # two-process run, restores what the two saved together.
     restore = run(
-        [sys.executable, "-c", RESTORE, str(tmp_path), str(mp), str(one)],
+        [sys.executable, "-c", ONE_PROCESS + RESTORE, json.dumps([*args, "--workdir", str(one)]),
+         str(tmp_path), str(mp), str(one)],
         child_env(1),
-        timeout=180,
+        timeout=300,
         cwd=tmp_path,
-    )
-    check_ok(restore, "restoring the checkpoints in a fresh single process")
+    )  # fmt: skip
+    check_ok(restore, "one process on 1 device: training, resuming, restoring")
     meta = json.loads(restore.stdout.strip().splitlines()[-1])
     assert meta["mp"] == meta["one1"] == {"step": 24, "epoch": 3}, meta
 

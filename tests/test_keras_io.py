@@ -11,6 +11,7 @@ import json
 import shlex
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import h5py
 import jax
@@ -27,8 +28,19 @@ from fashion_jax.model.models import build_model, init_params
 from fashion_jax.storage.model_files import load_model, save_model
 from fashion_jax.training.evaluate import predict_logits
 
-keras = keras_io.load_keras()
-L = keras.layers
+# Keras and its layers, imported by the fixture below when this file's first test runs, not at
+# collection, where every worker of the suite would pay its 1.6 s.
+keras: Any = None
+L: Any = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _keras() -> None:
+    global keras, L
+    keras = keras_io.load_keras()
+    L = keras.layers
+
+
 TOL = 1e-5
 IMAGES = np.random.default_rng(7).integers(0, 256, (128, 28, 28), dtype=np.uint8)
 

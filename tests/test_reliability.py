@@ -241,12 +241,18 @@ def test_one_writer_per_workdir_while_readers_always_see_a_committed_checkpoint(
         assert second.returncode == 2 and "Traceback" not in err, err
         assert errors == [f"error: {workdir} is in use by process {proc.pid} (since {holder[1]})"]
     assert proc.poll() is None, "the trainer ended before the second writers were refused"
+    held = f"{EPOCH}.orbax-checkpoint-tmp"
+    wait_until(
+        proc,
+        lambda: steps_in(workdir / "best") and held in tmp_dirs(workdir / "checkpoints"),
+        "best/1 committed and step 150's save held",
+    )
     reads_while_held = 0
     while proc.poll() is None:  # a reader takes no lock and never sees half a save
-        held = f"{EPOCH}.orbax-checkpoint-tmp" in tmp_dirs(workdir / "checkpoints")
+        was_held = held in tmp_dirs(workdir / "checkpoints")
         _, _, params = load_model(workdir)
         assert all(np.isfinite(np.asarray(leaf)).all() for leaf in jax.tree.leaves(params))
-        if held and not release.exists():
+        if was_held and not release.exists():
             reads_while_held += 1
             if reads_while_held == 2:  # then the save commits while the reads go on
                 release.touch()
