@@ -41,8 +41,7 @@ format: install
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Test files run in parallel, one worker more than cores (tests/conftest.py; TEST_WORKERS=0 runs
-# them in this process).
+# Test files run in parallel, one worker per core (TEST_WORKERS=0 runs them in this process).
 TEST_WORKERS ?= auto
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile

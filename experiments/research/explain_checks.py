@@ -74,9 +74,7 @@ def region_area(region: tuple[slice, slice] = REGION) -> float:
     return float(np.zeros((28, 28))[region].size / 784)
 
 
-def region_images(
-    n: int, seed: int, noise_density: float = NOISE_DENSITY
-) -> tuple[np.ndarray, np.ndarray]:
+def region_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """n uint8 images of 10 classes whose label shows only in REGION: a class-specific code of
     bright 4x4 cells at CODE; everywhere else (the margin around the code included) pixels of the
     same brightness at random, drawn independently of the label, so nothing outside the square
@@ -85,7 +83,7 @@ def region_images(
     codes = np.random.default_rng(99).random((10, 3, 3)) > 0.5  # each class's 3x3 cell code
     assert len(np.unique(codes.reshape(10, -1), axis=0)) == 10
     labels = rng.integers(0, 10, n).astype(np.uint8)
-    images = rng.uniform(180, 255, (n, 28, 28)) * (rng.random((n, 28, 28)) < noise_density)
+    images = rng.uniform(180, 255, (n, 28, 28)) * (rng.random((n, 28, 28)) < NOISE_DENSITY)
     code = np.kron(codes[labels], np.ones((1, 4, 4))) * rng.uniform(180, 255, (n, 12, 12))
     images[:, CODE, CODE] = code
     return images.astype(np.uint8), labels
