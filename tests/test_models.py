@@ -132,14 +132,7 @@ def test_cnn_shapes_follow_the_config_and_agree_with_shape_walk(overrides):
     got = shapes_of(abstract_params(cfg))
     walk = shapes.shape_walk(
         (28, 28, 1),
-        shapes.cnn_layers(
-            filters=cfg.filters,
-            kernel=cfg.kernel,
-            padding=cfg.padding,
-            stride=cfg.strides,
-            pool=cfg.pool,
-            hidden=cfg.hidden,
-        ),
+        shapes.cnn_layers(cfg),
     )
     flat = dict(walk)["flatten"]
     assert got["hidden"]["kernel"] == (flat[0], 12)

@@ -22,31 +22,15 @@ import numpy as np
 import pytest
 from conftest import require_real_data
 
+from experiments.soak.resume import STEPS_PER_EPOCH, train_args
 from fashion_jax.storage.model_files import load_model
 from fashion_jax.storage.workdir import fingerprint
 
 # About 10 training processes on the real data; `make test` runs them.
 pytestmark = [pytest.mark.slow, pytest.mark.realdata]
 
-# 1200 rows / batch 8 = 150 steps an epoch: on CPU one 100-step scan then 50 single steps, with a
-# checkpoint every 5 steps from step 100 on; dropout, so the per-step keys matter.
-TRAIN = [
-    "--model",
-    "mlp",
-    "--dropout",
-    "0.3",
-    "--subset",
-    "1200",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--checkpoint-every",
-    "5",
-    "--quiet",
-    "--json",
-]
-EPOCH = 150
+TRAIN = train_args(2)  # the soak's run, two epochs
+EPOCH = STEPS_PER_EPOCH
 TIMEOUT = 300
 
 

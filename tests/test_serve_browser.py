@@ -4,6 +4,7 @@ the file input, then what the page shows must be what the API answers for the sa
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import shutil
@@ -37,6 +38,24 @@ def sync_playwright():
     return start
 
 
+@contextlib.contextmanager
+def page_of(url: str, height: int = 1000, errors: list[str] | None = None):
+    """The served page in the system's chromium, loaded and ready; its script errors go to
+    `errors`."""
+    start = sync_playwright()
+    with start() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": height})
+            if errors is not None:
+                page.on("pageerror", lambda err: errors.append(str(err)))
+            page.goto(url)
+            page.wait_for_selector("body[data-ready=true]")
+            yield page
+        finally:
+            browser.close()
+
+
 def on_screen(png: bytes, side: int = 28) -> np.ndarray:
     """The side x side grey image a screenshot of the upscaled canvas shows: the centre pixel of
     each cell (the canvas is drawn pixelated, so every cell is one flat colour), border cropped."""
@@ -56,7 +75,6 @@ def server(tmp_path_factory):
 
 
 def test_an_uploaded_photo_shows_the_apis_class_bars_image_and_feature_maps(server, tmp_path):
-    start = sync_playwright()
     photo = tmp_path / "garment.png"
     photo.write_bytes(photos(3, seed=5)[1])
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -67,42 +85,34 @@ def test_an_uploaded_photo_shows_the_apis_class_bars_image_and_feature_maps(serv
     assert layers == {"conv0": 4, "conv1": 8}
     image = np.frombuffer(base64.b64decode(explained["image"]), np.uint8).reshape(28, 28)
     assert image.max() - image.min() > 100  # a picture, so the on-screen check below can fail
-    with start() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda err: errors.append(str(err)))
-            page.goto(server.url)
-            page.wait_for_selector("body[data-ready=true]")
-            assert "cnn" in page.locator("#model-summary").text_content()
-            assert page.locator("#filters canvas").count() == 4  # conv0 of the small CNN
-            page.set_input_files("#file-input", str(photo))
-            card = page.locator(".card[data-state=done]")
-            card.wait_for(timeout=60_000)
-            page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    errors: list[str] = []
+    with page_of(server.url, height=900, errors=errors) as page:
+        assert "cnn" in page.locator("#model-summary").text_content()
+        assert page.locator("#filters canvas").count() == 4  # conv0 of the small CNN
+        page.set_input_files("#file-input", str(photo))
+        card = page.locator(".card[data-state=done]")
+        card.wait_for(timeout=60_000)
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
 
-            assert card.get_attribute("data-file") == "garment.png"
-            assert card.locator(".predicted-class").text_content() == expected["class"]
-            bars = card.locator(".bar")
-            shown = [float(bars.nth(k).get_attribute("data-probability")) for k in range(10)]
-            np.testing.assert_allclose(shown, explained["probabilities"], rtol=1e-6)
-            for top in expected["top3"]:
-                bar = card.locator(f'.bar[data-class="{top["class"]}"]')
-                assert float(bar.get_attribute("data-probability")) == pytest.approx(
-                    top["probability"], rel=1e-6
-                )
-            assert card.locator(".bar.top").get_attribute("data-class") == expected["class"]
+        assert card.get_attribute("data-file") == "garment.png"
+        assert card.locator(".predicted-class").text_content() == expected["class"]
+        bars = card.locator(".bar")
+        shown = [float(bars.nth(k).get_attribute("data-probability")) for k in range(10)]
+        np.testing.assert_allclose(shown, explained["probabilities"], rtol=1e-6)
+        for top in expected["top3"]:
+            bar = card.locator(f'.bar[data-class="{top["class"]}"]')
+            assert float(bar.get_attribute("data-probability")) == pytest.approx(
+                top["probability"], rel=1e-6
+            )
+        assert card.locator(".bar.top").get_attribute("data-class") == expected["class"]
 
-            seen = card.locator("canvas.model-input")
-            assert (seen.get_attribute("width"), seen.get_attribute("height")) == ("28", "28")
-            np.testing.assert_allclose(on_screen(seen.screenshot()), image, atol=2)
-            for layer, channels in layers.items():
-                maps = card.locator(f'.fmap-layer[data-layer="{layer}"] canvas.fmap')
-                assert maps.count() == channels
-            assert errors == []
-        finally:
-            browser.close()
+        seen = card.locator("canvas.model-input")
+        assert (seen.get_attribute("width"), seen.get_attribute("height")) == ("28", "28")
+        np.testing.assert_allclose(on_screen(seen.screenshot()), image, atol=2)
+        for layer, channels in layers.items():
+            maps = card.locator(f'.fmap-layer[data-layer="{layer}"] canvas.fmap')
+            assert maps.count() == channels
+        assert errors == []
 
 
 OVERLAY_ALPHA = """canvas => Array.from(
@@ -110,7 +120,6 @@ OVERLAY_ALPHA = """canvas => Array.from(
 
 
 def test_the_why_overlay_is_the_apis_map_for_each_method_and_the_runner_up(server, tmp_path):
-    start = sync_playwright()
     photo = tmp_path / "garment.png"
     photo.write_bytes(photos(3, seed=6)[2])
     with httpx.Client(base_url=server.url, timeout=60) as client:
@@ -119,38 +128,29 @@ def test_the_why_overlay_is_the_apis_map_for_each_method_and_the_runner_up(serve
     assert [a["label"] for a in attributions] == [
         t["label"] for t in answer.json()["prediction"]["top3"][:2]
     ]
-    with start() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 1000})
-            page.goto(server.url)
-            page.wait_for_selector("body[data-ready=true]")
-            page.set_input_files("#file-input", str(photo))
-            card = page.locator(".card[data-state=done]")
-            card.wait_for(timeout=60_000)
-            methods = card.locator("select.method option").all_text_contents()
-            assert methods == list(attributions[0]["maps"]) and "gradcam" in methods
-            for method in methods:
-                card.locator("select.method").select_option(method)
-                for k, item in enumerate(attributions):
-                    overlay = card.locator("canvas.overlay").nth(k)
-                    assert overlay.get_attribute("data-method") == method
-                    assert overlay.get_attribute("data-label") == str(item["label"])
-                    shown = np.asarray(overlay.evaluate(OVERLAY_ALPHA), float).reshape(28, 28)
-                    m = np.asarray(item["maps"][method])
-                    assert m.max() > 0
-                    np.testing.assert_allclose(shown, np.round(255 * m / m.max()), atol=1)
-            caption = card.locator(".attribution[data-which=runner-up] figcaption")
-            assert caption.text_content().startswith(f"why not {attributions[1]['class']}")
-            card.locator("select.method").select_option("integrated-gradients")
-            page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
-            card.locator(".why").screenshot(path="/tmp/ex/why.png")
-        finally:
-            browser.close()
+    with page_of(server.url) as page:
+        page.set_input_files("#file-input", str(photo))
+        card = page.locator(".card[data-state=done]")
+        card.wait_for(timeout=60_000)
+        methods = card.locator("select.method option").all_text_contents()
+        assert methods == list(attributions[0]["maps"]) and "gradcam" in methods
+        for method in methods:
+            card.locator("select.method").select_option(method)
+            for k, item in enumerate(attributions):
+                overlay = card.locator("canvas.overlay").nth(k)
+                assert overlay.get_attribute("data-method") == method
+                assert overlay.get_attribute("data-label") == str(item["label"])
+                shown = np.asarray(overlay.evaluate(OVERLAY_ALPHA), float).reshape(28, 28)
+                m = np.asarray(item["maps"][method])
+                assert m.max() > 0
+                np.testing.assert_allclose(shown, np.round(255 * m / m.max()), atol=1)
+        caption = card.locator(".attribution[data-which=runner-up] figcaption")
+        assert caption.text_content().startswith(f"why not {attributions[1]['class']}")
+        card.locator("select.method").select_option("integrated-gradients")
+        page.screenshot(path=str(tmp_path / "why.png"), full_page=True)
 
 
 def test_the_mistakes_view_draws_the_apis_gallery(server, real_data, tmp_path):
-    start = sync_playwright()
     with httpx.Client(base_url=server.url, timeout=120) as client:
         gallery = client.get("/api/mistakes").json()
     items = [item for group in gallery["groups"] for item in group["items"]]
@@ -160,22 +160,14 @@ def test_the_mistakes_view_draws_the_apis_gallery(server, real_data, tmp_path):
         assert {CLASS_NAMES[real_data.test_y[item["index"]]] for item in group["items"]} == {
             group["true"]
         }
-    with start() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 1000})
-            page.goto(server.url)
-            page.wait_for_selector("body[data-ready=true]")
-            page.click("#show-mistakes")
-            page.wait_for_selector("body[data-mistakes=shown]", timeout=120_000)
-            tiles = page.locator("#mistakes figure.mistake")
-            assert tiles.count() == len(items)
-            assert [int(tiles.nth(k).get_attribute("data-index")) for k in range(len(items))] == [
-                item["index"] for item in items
-            ]
-            shown = np.asarray(tiles.nth(0).locator("canvas.overlay").evaluate(OVERLAY_ALPHA))
-            m = np.asarray(items[0]["map"])
-            np.testing.assert_allclose(shown.reshape(28, 28), np.round(255 * m / m.max()), atol=1)
-            page.locator("#mistakes-panel").screenshot(path="/tmp/ex/mistakes-page.png")
-        finally:
-            browser.close()
+    with page_of(server.url) as page:
+        page.click("#show-mistakes")
+        page.wait_for_selector("body[data-mistakes=shown]", timeout=120_000)
+        tiles = page.locator("#mistakes figure.mistake")
+        assert tiles.count() == len(items)
+        assert [int(tiles.nth(k).get_attribute("data-index")) for k in range(len(items))] == [
+            item["index"] for item in items
+        ]
+        shown = np.asarray(tiles.nth(0).locator("canvas.overlay").evaluate(OVERLAY_ALPHA))
+        m = np.asarray(items[0]["map"])
+        np.testing.assert_allclose(shown.reshape(28, 28), np.round(255 * m / m.max()), atol=1)

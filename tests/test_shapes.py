@@ -18,6 +18,7 @@ from fashion_jax.chapter.shapes import (
     same_padding,
     shape_walk,
 )
+from fashion_jax.config import model_config
 
 PROPS = settings(max_examples=60, deadline=None)
 paddings = st.one_of(st.sampled_from(["same", "valid"]), st.integers(0, 3))
@@ -69,7 +70,7 @@ def test_cnn_walk_matches_chapter():
 
 
 def test_walk_valid_padding_and_dense_on_last_axis():
-    rows = shape_walk((28, 28, 1), cnn_layers(padding="valid"))
+    rows = shape_walk((28, 28, 1), cnn_layers(model_config("cnn", padding="valid")))
     assert [s for _, s in rows][1:5] == [(26, 26, 32), (13, 13, 32), (11, 11, 64), (5, 5, 64)]
     assert shape_walk((4, 4, 3), [LayerSpec("dense", features=7)])[-1][1] == (4, 4, 7)
 

@@ -84,14 +84,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     with C.timer() as t:
         walk = shape_walk(
             (28, 28, 1),
-            cnn_layers(
-                filters=cfg.filters,
-                kernel=cfg.kernel,
-                padding=cfg.padding,
-                stride=cfg.strides,
-                pool=cfg.pool,
-                hidden=cfg.hidden,
-            ),
+            cnn_layers(cfg),
         )
         flat = next(shape for name, shape in walk if name == "flatten")
         # The real model agrees: the first Dense layer's kernel has one row per flattened element.

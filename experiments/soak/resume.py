@@ -35,25 +35,18 @@ from pathlib import Path
 
 from fashion_jax.storage.workdir import fingerprint
 
-# Small real run with mid-epoch checkpoints: 1200 rows / batch 8 = 150 steps per epoch, one 100-step
-# scan plus 50 single steps on CPU, a checkpoint every 5 steps, dropout so the keys matter.
 EPOCHS, STEPS_PER_EPOCH = 3, 150
-TRAIN = [
-    "--model",
-    "mlp",
-    "--dropout",
-    "0.3",
-    "--subset",
-    "1200",
-    "--epochs",
-    str(EPOCHS),
-    "--batch-size",
-    "8",
-    "--checkpoint-every",
-    "5",
-    "--quiet",
-    "--json",
-]
+
+
+def train_args(epochs: int) -> list[str]:
+    """The small real run this soak and tests/test_reliability.py kill and resume: 1200 rows /
+    batch 8 = 150 steps an epoch (one 100-step scan plus 50 single steps on CPU), a checkpoint
+    every 5 steps, dropout so that the per-step keys matter."""
+    return ["--model", "mlp", "--dropout", "0.3", "--subset", "1200", "--epochs", str(epochs),
+            "--batch-size", "8", "--checkpoint-every", "5", "--quiet", "--json"]  # fmt: skip
+
+
+TRAIN = train_args(EPOCHS)
 
 
 PAUSED_SAVE = Path(__file__).resolve().parents[2] / "tests" / "paused_save.py"

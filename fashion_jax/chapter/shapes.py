@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from fashion_jax.config import ModelConfig, model_config
+
 Padding = str | int | tuple[int, int]
 
 __all__ = [
@@ -250,28 +252,24 @@ def shape_walk(
     return rows
 
 
-def cnn_layers(
-    filters: Sequence[int] = (32, 64),
-    kernel: int = 3,
-    padding: Padding = "same",
-    stride: int = 1,
-    pool: int = 2,
-    hidden: int = 100,
-    classes: int = 10,
-) -> list[LayerSpec]:
-    """The chapter's CNN: (Conv -> MaxPool) per filter count, Flatten, Dense(hidden),
-    Dense(classes)."""
+def cnn_layers(cfg: ModelConfig | None = None, classes: int = 10) -> list[LayerSpec]:
+    """A CNN config's layers (default: the chapter's): (Conv -> MaxPool) per filter count, Flatten,
+    Dense(hidden), Dense(classes)."""
+    cfg = cfg or model_config("cnn")
     layers: list[LayerSpec] = []
-    for f in filters:
-        layers.append(
-            LayerSpec(
-                "conv", features=f, kernel=kernel, stride=stride, padding=padding, activation="relu"
-            )
+    for f in cfg.filters:
+        conv = LayerSpec(
+            "conv",
+            features=f,
+            kernel=cfg.kernel,
+            stride=cfg.strides,
+            padding=cfg.padding,
+            activation=cfg.activation,
         )
-        layers.append(LayerSpec("pool", window=pool, stride=pool, padding="valid"))
+        layers += [conv, LayerSpec("pool", window=cfg.pool, stride=cfg.pool, padding="valid")]
     layers += [
         LayerSpec("flatten"),
-        LayerSpec("dense", features=hidden, activation="relu"),
+        LayerSpec("dense", features=cfg.hidden, activation=cfg.activation),
         LayerSpec("dense", features=classes, activation="softmax"),
     ]
     return layers
