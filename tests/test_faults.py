@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from fashion_jax import files as files_lib
 from fashion_jax.config import RunOptions, TrainConfig, model_config
 from fashion_jax.data.batching import epoch_order, padded_order
 from fashion_jax.data.dataset import FashionMNIST
+from fashion_jax.errors import is_bad_input
 from fashion_jax.model.models import build_model, init_params
 from fashion_jax.model.optim import make_optimizer
 from fashion_jax.model.state import create_train_state, epoch_sums
@@ -88,6 +90,7 @@ def run_cli(capsys, *argv: str) -> tuple[int, list[str]]:
     return rc, err
 
 
+@functools.cache  # only read (as restore targets): one init per config, not one per restore
 def templates(config: TrainConfig, n_train: int):
     model = build_model(config.model)
     tx = make_optimizer(config, config.epochs * -(-n_train // config.batch_size))
@@ -722,6 +725,26 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_step(data, tmp_p
     assert "No space left on device" in one_line(info.value)
     monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
     assert restore(tmp_path / "run")[3] == 16
+
+
+def test_a_full_disk_while_writing_a_file_names_the_file_and_leaves_no_temporary(
+    tmp_path, monkeypatch
+):
+    """A write that fails on a full disk raises an OSError without a file name; the one home for
+    writes names the file, so the CLI reports it in one line (it once printed a traceback when
+    the disk filled at result.json)."""
+    target = tmp_path / "result.json"
+    target.write_text("old")
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_lib.os, "fsync", no_space)
+    with pytest.raises(OSError) as info:
+        files_lib.atomic_write_text(target, "new")
+    assert info.value.filename == str(target) and is_bad_input(info.value)
+    assert one_line(info.value) == f"[Errno 28] No space left on device: '{target}'"
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
 
 
 def test_disk_full_while_writing_history_is_one_line_and_keeps_the_old_file(

@@ -64,16 +64,29 @@ def confusion_matrix(
 ) -> np.ndarray:
     """(num_classes, num_classes) int64 counts: rows are the true class, columns the predicted
     one."""
-    n, true = len(images), np.asarray(labels).astype(np.int64)
+    check_labels(len(images), labels, num_classes)
+    if len(images) == 0:
+        return np.zeros((num_classes, num_classes), np.int64)
+    preds = predict_logits(model, params, images, batch_size).argmax(axis=-1)
+    return confusion_counts(preds, labels, num_classes)
+
+
+def check_labels(n: int, labels: np.ndarray, num_classes: int = NUM_CLASSES) -> None:
+    """One label in 0..num_classes-1 for each of n images, or a one-line DataError."""
+    true = np.asarray(labels).astype(np.int64)
     if len(true) != n or (n and not 0 <= true.min() <= true.max() < num_classes):
         raise DataError(
             "labels",
             f"need one label in 0..{num_classes - 1} per image; "
             f"got {len(true)} labels for {n} images",
         )
-    if n == 0:
-        return np.zeros((num_classes, num_classes), np.int64)
-    preds = predict_logits(model, params, images, batch_size).argmax(axis=-1).astype(np.int64)
+
+
+def confusion_counts(
+    preds: np.ndarray, labels: np.ndarray, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
+    """The confusion matrix of predicted classes against checked labels (check_labels)."""
+    true, preds = np.asarray(labels).astype(np.int64), np.asarray(preds).astype(np.int64)
     return np.bincount(true * num_classes + preds, minlength=num_classes**2).reshape(
         num_classes, num_classes
     )

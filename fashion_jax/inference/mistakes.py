@@ -42,11 +42,18 @@ def confused_pairs(
 
 
 def mistakes(
-    explainer: Explainer, images: np.ndarray, labels: np.ndarray, pairs: int = 3, per_pair: int = 4
+    explainer: Explainer,
+    images: np.ndarray,
+    labels: np.ndarray,
+    pairs: int = 3,
+    per_pair: int = 4,
+    probs: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """`confused_pairs` of the model on (images, labels), each group with "maps": the
-    GALLERY_METHOD map of each image for the class the model wrongly said."""
-    groups = confused_pairs(explainer.probabilities(images), labels, pairs, per_pair)
+    GALLERY_METHOD map of each image for the class the model wrongly said. `probs`, when given,
+    are the explainer's probabilities of these images, already computed."""
+    probs = explainer.probabilities(images) if probs is None else probs
+    groups = confused_pairs(probs, labels, pairs, per_pair)
     for group in groups:
         said = CLASS_NAMES.index(group["predicted"])
         idx = np.asarray(group["indices"], np.int64)

@@ -19,7 +19,7 @@ import numpy as np
 
 from fashion_jax.config import ConfigError
 from fashion_jax.data.dataset import CLASS_NAMES, FashionMNIST
-from fashion_jax.inference.inspection import confusion_matrix, feature_maps
+from fashion_jax.inference.inspection import check_labels, confusion_counts, feature_maps
 from fashion_jax.model.models import is_convolutional
 from fashion_jax.storage.model_files import load_model
 from fashion_jax.storage.run_files import read_history
@@ -70,8 +70,34 @@ def plot_samples(
     return save_figure(fig, path)
 
 
-def _grid(n: int, max_cols: int) -> tuple[int, int]:
-    return math.ceil(n / min(n, max_cols)), min(n, max_cols)
+def _mosaic(tiles: np.ndarray, max_cols: int) -> np.ndarray:
+    """(h, w, n) tiles as one (rows*(h+1)-1, cols*(w+1)-1) image, one pixel of NaN between
+    tiles (drawn blank): one image for the whole grid, where an axes per tile made laying out
+    and drawing most of the figure's time."""
+    h, w, n = tiles.shape
+    cols = min(n, max_cols)
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        out[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = tiles[:, :, i]
+    return out
+
+
+def _tile_figure(mosaic: np.ndarray, inches_per_px: float, title: str, **imshow: Any) -> Any:
+    """A figure holding `mosaic` in one axes, fixed margins; NaN is drawn transparent, so the
+    gaps show the white figure."""
+    h, w = mosaic.shape
+    top = 0.45 if title else 0.1
+    fig = new_figure(figsize=(w * inches_per_px + 0.2, h * inches_per_px + top + 0.1))
+    ax = fig.add_axes((0.1 / fig.get_figwidth(), 0.1 / fig.get_figheight(),
+                       w * inches_per_px / fig.get_figwidth(),
+                       h * inches_per_px / fig.get_figheight()))  # fmt: skip
+    image = ax.imshow(mosaic, interpolation="nearest", **imshow)
+    ax.axis("off")
+    if title:
+        fig.suptitle(title, y=1 - 0.12 / fig.get_figheight(), va="top")
+    return fig, ax, image
 
 
 def plot_filters(
@@ -92,37 +118,25 @@ def plot_filters(
         raise ValueError(f"kernel must be (kh, kw, in, out), got shape {kernel.shape}")
     weights = kernel[:, :, 0, :]  # a grey-scale input has one channel; for more, show the first
     limit = float(vmax) if vmax is not None else float(np.abs(weights).max()) or 1.0
-    rows, cols = _grid(weights.shape[-1], 16)  # 32 filters -> 2 x 16, as in the book
-    fig = new_figure(figsize=(cols * 0.9 + 1.2, rows * 0.9 + 0.6))
-    axes = fig.subplots(rows, cols, squeeze=False)
-    image = None
-    for i, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if i < weights.shape[-1]:
-            # diverging map: 0 is white, positive red, negative blue
-            image = ax.imshow(weights[:, :, i], vmin=-limit, vmax=limit, cmap="RdBu_r")
-    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01)
-    fig.suptitle(title)
+    mosaic = _mosaic(weights, 16)  # 32 filters -> 2 x 16, as in the book
+    # about 0.8 inch a tile, as the book's figure; a diverging map: 0 white, + red, - blue
+    fig, ax, image = _tile_figure(
+        mosaic, 0.8 / weights.shape[1], title, vmin=-limit, vmax=limit, cmap="RdBu_r"
+    )
+    fig.colorbar(image, ax=ax, fraction=0.02, pad=0.01)
     return save_figure(fig, path)
 
 
 def plot_feature_maps(maps: np.ndarray, path: str | os.PathLike, title: str = "") -> Path:
     """All C channels of (H, W, C) maps in a grid of 8 columns; each channel has its own scale,
     as in the book, so weak but structured channels stay visible."""
-    maps = np.asarray(maps)
+    maps = np.asarray(maps, np.float64)
     if maps.ndim != 3:
         raise ValueError(f"feature maps must be (H, W, C), got shape {maps.shape}")
-    rows, cols = _grid(maps.shape[-1], 8)
-    fig = new_figure(
-        figsize=(cols * 1.2, rows * 1.2 + (0.4 if title else 0)), layout="constrained"
-    )  # title hugs the grid
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).ravel()):
-        ax.axis("off")
-        if i < maps.shape[-1]:
-            ax.imshow(maps[:, :, i])
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
+    low, high = maps.min(axis=(0, 1)), maps.max(axis=(0, 1))
+    scaled = (maps - low) / np.where(high > low, high - low, 1.0)  # a flat channel reads as 0
+    fig, _, _ = _tile_figure(_mosaic(scaled, 8), 1.1 / maps.shape[1], title, vmin=0, vmax=1)
+    return save_figure(fig, path, tight=False)
 
 
 def plot_confusion(
@@ -192,14 +206,7 @@ def plot_all(
         note = f"skipped: model {name} has no conv layers"
         written["filters"] = written["feature_maps"] = note
 
-    cm = confusion_matrix(
-        model, params, data.test_x, data.test_y, batch_size=config.eval_batch_size
-    )
-    written["confusion"] = str(
-        plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=f"{name}, test set")
-    )
-
-    written["mistakes"] = str(_mistakes_figure(model, params, data, name, out))
+    written.update(_test_set_figures(model, params, data, name, out))
 
     history = read_history(workdir / "history.jsonl")
     if history:
@@ -232,11 +239,20 @@ def _plot_image(image: np.ndarray, title: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _mistakes_figure(
+def _test_set_figures(
     model: nn.Module, params: Any, data: FashionMNIST, name: str, out: Path
-) -> Path:
+) -> dict[str, str]:
+    """The confusion matrix and the gallery of mistakes, from one pass over the test set."""
     from fashion_jax.inference.explain import Explainer
     from fashion_jax.inference.mistakes import mistakes
 
-    groups = mistakes(Explainer(model, params), data.test_x, data.test_y)
-    return plot_mistakes(data.test_x, groups, out / "mistakes.png", title=f"{name}, test set")
+    check_labels(len(data.test_x), data.test_y)
+    explainer = Explainer(model, params)
+    probs = explainer.probabilities(data.test_x)
+    cm = confusion_counts(probs.argmax(-1), data.test_y)
+    title = f"{name}, test set"
+    groups = mistakes(explainer, data.test_x, data.test_y, probs=probs)
+    return {
+        "confusion": str(plot_confusion(cm, CLASS_NAMES, out / "confusion.png", title=title)),
+        "mistakes": str(plot_mistakes(data.test_x, groups, out / "mistakes.png", title=title)),
+    }
