@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
+        with _naming(path), open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
-    except OSError as err:
+    except OSError:
         tmp.unlink(missing_ok=True)
-        if err.filename is None:  # write, flush and fsync errors name no file: a full disk, say
-            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
     return path
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Write, flush and fsync errors name no file (a full disk, say): give them `path`, so that
+    they read as an error about the user's place (errors.is_bad_input), not as a bug."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any, **dumps: Any) -> Path:
@@ -45,9 +56,10 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
     path = Path(path)
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        with _naming(path):
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -730,9 +730,9 @@ def test_disk_full_during_a_save_is_one_line_and_keeps_the_last_step(data, tmp_p
 def test_a_full_disk_while_writing_a_file_names_the_file_and_leaves_no_temporary(
     tmp_path, monkeypatch
 ):
-    """A write that fails on a full disk raises an OSError without a file name; the one home for
-    writes names the file, so the CLI reports it in one line (it once printed a traceback when
-    the disk filled at result.json)."""
+    """A write that fails on a full disk raises an OSError without a file name; the homes of
+    atomic writes name the file, so the CLI reports it in one line (the tmpfs test above once
+    printed a traceback: the disk filled inside atomic_write_text)."""
     target = tmp_path / "result.json"
     target.write_text("old")
 
@@ -740,11 +740,16 @@ def test_a_full_disk_while_writing_a_file_names_the_file_and_leaves_no_temporary
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files_lib.os, "fsync", no_space)
-    with pytest.raises(OSError) as info:
-        files_lib.atomic_write_text(target, "new")
-    assert info.value.filename == str(target) and is_bad_input(info.value)
-    assert one_line(info.value) == f"[Errno 28] No space left on device: '{target}'"
-    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    writers = {  # each home of an atomic write: text (JSON, history) and any format (params)
+        "text": lambda: files_lib.atomic_write_text(target, "new"),
+        "with": lambda: files_lib.atomic_write_with(target, lambda tmp: tmp.write_text("new")),
+    }
+    for name, write in writers.items():
+        with pytest.raises(OSError) as info:
+            write()
+        assert info.value.filename == str(target) and is_bad_input(info.value), name
+        assert one_line(info.value) == f"[Errno 28] No space left on device: '{target}'", name
+        assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target], name
 
 
 def test_disk_full_while_writing_history_is_one_line_and_keeps_the_old_file(
