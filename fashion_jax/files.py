@@ -16,29 +16,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     Readers see the old file or the new one, never a mix, even if the process is killed mid-write.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.tmp")
-    try:
-        with _naming(path), open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-@contextlib.contextmanager
-def _naming(path: Path) -> Iterator[None]:
-    """Write, flush and fsync errors name no file (a full disk, say): give them `path`, so that
-    they read as an error about the user's place (errors.is_bad_input), not as a bug."""
-    try:
-        yield
-    except OSError as err:
-        if err.filename is None:
-            raise OSError(err.errno, err.strerror, str(path)) from err
-        raise
+    return _replace(path, path.with_name(f"{path.name}.tmp"), lambda tmp: tmp.write_text(text))
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any, **dumps: Any) -> Path:
@@ -54,7 +32,11 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
     does, because such writers choose the format by the name's ending.
     """
     path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    return _replace(path, path.with_name(f".tmp-{os.getpid()}-{path.name}"), write)
+
+
+def _replace(path: Path, tmp: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(tmp)`, fsync it, rename it over `path`; the temporary never outlives the call."""
     try:
         with _naming(path):
             write(tmp)
@@ -64,3 +46,15 @@ def atomic_write_with(path: str | os.PathLike, write: Callable[[Path], Any]) -> 
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Write, flush and fsync errors name no file (a full disk, say): give them `path`, so that
+    they read as an error about the user's place (errors.is_bad_input), not as a bug."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
+        raise

@@ -27,7 +27,9 @@ from fashion_jax.viz.explain import plot_mistakes
 from fashion_jax.viz.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
-    pass
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.image import AxesImage
 
 
 def plot_history(history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
@@ -84,7 +86,9 @@ def _mosaic(tiles: np.ndarray, max_cols: int) -> np.ndarray:
     return out
 
 
-def _tile_figure(mosaic: np.ndarray, inches_per_px: float, title: str, **imshow: Any) -> Any:
+def _tile_figure(
+    mosaic: np.ndarray, inches_per_px: float, title: str, **imshow: Any
+) -> tuple[Figure, Axes, AxesImage]:
     """A figure holding `mosaic` in one axes, fixed margins; NaN is drawn transparent, so the
     gaps show the white figure."""
     h, w = mosaic.shape
