@@ -284,21 +284,27 @@ def test_train_mode_zeroes_about_rate_of_the_hidden_units(name, rate, activation
     [(3, 1, "SAME"), (3, 2, "SAME"), (5, 1, "VALID"), (2, 2, "SAME"), (4, 3, "VALID")],
 )
 def test_single_channel_conv_is_nn_conv(kernel, stride, padding):
-    x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
     ours, ref = (
         SingleChannelConv(8, kernel, stride, padding),
         nn.Conv(8, (kernel, kernel), strides=stride, padding=padding),
     )
-    params = ours.init(jax.random.key(1), x)["params"]
+    loss = lambda m: lambda p, x, g: jnp.vdot(jax.nn.relu(m.apply({"params": p}, x)), g)  # noqa: E731
+
+    @jax.jit  # one program a case: op by op, each primitive would compile on its own
+    def both():
+        x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+        inits = ours.init(jax.random.key(1), x)["params"], ref.init(jax.random.key(1), x)["params"]
+        params = {"kernel": inits[0]["kernel"], "bias": inits[0]["bias"] + 0.1}
+        outs = ours.apply({"params": params}, x), ref.apply({"params": params}, x)
+        # gradients through a ReLU (some units dead) for the kernel, the bias and the image
+        g = jax.random.normal(jax.random.key(2), outs[0].shape)
+        grads = [jax.grad(loss(m), (0, 1))(params, x, g) for m in (ours, ref)]
+        return inits, outs, grads
+
+    inits, outs, (got, want) = both()
     # same parameters and, for a seed, the same initial values
-    jax.tree.map(np.testing.assert_array_equal, params, ref.init(jax.random.key(1), x)["params"])
-    params = {"kernel": params["kernel"], "bias": params["bias"] + 0.1}
-    out = ours.apply({"params": params}, x)
-    np.testing.assert_allclose(out, ref.apply({"params": params}, x), rtol=1e-5, atol=1e-5)
-    # gradients through a ReLU (some units dead) for the kernel, the bias and the image
-    g = jax.random.normal(jax.random.key(2), out.shape)
-    loss = lambda m: lambda p, x: jnp.vdot(jax.nn.relu(m.apply({"params": p}, x)), g)  # noqa: E731
-    got, want = jax.grad(loss(ours), (0, 1))(params, x), jax.grad(loss(ref), (0, 1))(params, x)
+    jax.tree.map(np.testing.assert_array_equal, *inits)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))))
 

@@ -39,46 +39,42 @@ def _step(z: jax.Array) -> jax.Array:
 
 
 def _accuracy(pred: jax.Array) -> float:
-    return float(jnp.mean(jnp.asarray(pred) == XOR_Y))
+    return float(np.mean(np.asarray(pred) == XOR_Y))
 
 
-def _grid_perceptron_accuracy(lo: float = -3.0, hi: float = 3.0, num: int = 61) -> float:
+# Each function below is one jitted program: run op by op, this command compiled ~45 tiny
+# programs, half of the time a user waits for it.
+@partial(jax.jit, static_argnames=("lo", "hi", "num"))
+def _grid_perceptron_accuracy(lo: float = -3.0, hi: float = 3.0, num: int = 61) -> jax.Array:
     # Every (w1, w2, b) on the grid at once: (G, 3) params against 4 points.
     axis = jnp.linspace(lo, hi, num)
     w1, w2, b = (a.ravel() for a in jnp.meshgrid(axis, axis, axis, indexing="ij"))
     z = w1[:, None] * XOR_X[:, 0] + w2[:, None] * XOR_X[:, 1] + b[:, None]
-    acc = jnp.mean(_step(z) == XOR_Y, axis=1)
-    return float(acc.max())
+    return jnp.mean(_step(z) == XOR_Y, axis=1).max()
 
 
-def _logistic_perceptron_accuracy(steps: int = 2000, lr: float = 0.5, seed: int = 0) -> float:
+@partial(jax.jit, static_argnames=("steps",))
+def _logistic_perceptron_predictions(seed: int = 0, steps: int = 2000, lr: float = 0.5):
     # The best a gradient-trained single layer does; it drifts towards w=0, i.e. a coin flip.
-    key = jax.random.key(seed)
-    w = 0.5 * jax.random.normal(jax.random.fold_in(key, 0), (2,))
-    b = jnp.zeros(())
+    w = 0.5 * jax.random.normal(jax.random.fold_in(jax.random.key(seed), 0), (2,))
     x, y = jnp.asarray(XOR_X), jnp.asarray(XOR_Y, jnp.float32)
 
     def loss(wb):
         w, b = wb
-        logits = x @ w + b
-        return _bce_from_logits(logits, y)
+        return _bce_from_logits(x @ w + b, y)
 
-    @jax.jit
-    def run(wb):
-        def body(wb, _):
-            g = jax.grad(loss)(wb)
-            return jax.tree.map(lambda p, d: p - lr * d, wb, g), None
+    def body(wb, _):
+        g = jax.grad(loss)(wb)
+        return jax.tree.map(lambda p, d: p - lr * d, wb, g), None
 
-        return jax.lax.scan(body, wb, None, length=steps)[0]
-
-    w, b = run((w, b))
-    return _accuracy(_step(x @ w + b))
+    w, b = jax.lax.scan(body, (w, jnp.zeros(())), None, length=steps)[0]
+    return _step(x @ w + b)
 
 
 def perceptron_best_accuracy() -> float:
     """Best accuracy of any single-layer step(w.x + b) on XOR: at most 3/4, since XOR is not
     linearly separable."""
-    return max(_grid_perceptron_accuracy(), _logistic_perceptron_accuracy())
+    return max(float(_grid_perceptron_accuracy()), _accuracy(_logistic_perceptron_predictions()))
 
 
 def _bce_from_logits(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -104,13 +100,15 @@ def _mlp_logits(params: Params, x: jax.Array) -> jax.Array:
     return h @ params["w2"] + params["b2"]
 
 
+@jax.jit
 def mlp_predict(params: Params, x: jax.Array | np.ndarray = XOR_X) -> jax.Array:
     """0/1 predictions of a trained 2-hidden-1 MLP (sigmoid > 0.5, i.e. logit > 0)."""
     return (_mlp_logits(params, jnp.asarray(x)) > 0).astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("steps",))
-def _fit(params: Params, steps: int, lr: float) -> tuple[Params, jax.Array]:
+@partial(jax.jit, static_argnames=("hidden", "steps"))
+def _fit(seed: int, hidden: int, steps: int, lr: float) -> tuple[Params, jax.Array]:
+    params = _init_mlp(hidden, seed)
     x, y = jnp.asarray(XOR_X), jnp.asarray(XOR_Y, jnp.float32)
     loss = lambda p: _bce_from_logits(_mlp_logits(p, x), y)
 
@@ -132,7 +130,7 @@ def train_mlp(
 ) -> tuple[Params, float]:
     """Train a 2-hidden-1 tanh/sigmoid MLP on XOR with BCE and gradient descent; (params,
     accuracy)."""
-    params, _ = _fit(_init_mlp(hidden, seed), steps, lr)
+    params, _ = _fit(seed, hidden, steps, lr)
     return params, _accuracy(mlp_predict(params))
 
 
@@ -146,6 +144,7 @@ def hand_weights() -> dict[str, np.ndarray]:
     }
 
 
+@jax.jit
 def hand_predict(x: jax.Array | np.ndarray = XOR_X) -> jax.Array:
     """Forward pass of the hand-set 2-2-1 step network."""
     w = hand_weights()
