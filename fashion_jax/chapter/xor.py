@@ -42,8 +42,8 @@ def _accuracy(pred: jax.Array) -> float:
     return float(np.mean(np.asarray(pred) == XOR_Y))
 
 
-# Each function below is one jitted program: run op by op, this command compiled ~45 tiny
-# programs, half of the time a user waits for it.
+# Each function below is one jitted program: op by op, every jnp call outside jit compiles a
+# program of its own, and compiling was most of what `fashion-jax xor` cost (docs/SPEED.md).
 @partial(jax.jit, static_argnames=("lo", "hi", "num"))
 def _grid_perceptron_accuracy(lo: float = -3.0, hi: float = 3.0, num: int = 61) -> jax.Array:
     # Every (w1, w2, b) on the grid at once: (G, 3) params against 4 points.
