@@ -21,6 +21,7 @@ from fashion_jax.model.models import (
     init_params,
     max_pool,
 )
+from fashion_jax.runtime.compile import compile_ahead
 
 ALL_MODELS = ["logreg", "dense", "mlp", "cnn", "cnn_fast"]
 
@@ -289,19 +290,23 @@ def test_single_channel_conv_is_nn_conv(kernel, stride, padding):
         nn.Conv(8, (kernel, kernel), strides=stride, padding=padding),
     )
     loss = lambda m: lambda p, x, g: jnp.vdot(jax.nn.relu(m.apply({"params": p}, x)), g)  # noqa: E731
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 28, 28, 1), np.float32)
+    # Both initialisations in one program compiled as init_params compiles init: random draws at
+    # the default optimisation level cost most of a case's compile time, and are not under test.
+    init = lambda key: tuple(m.init(key, x)["params"] for m in (ours, ref))  # noqa: E731
+    key = jax.random.key(1)
+    inits = compile_ahead(jax.jit(init), key, tuning="one_shot")(key)
+    params = {"kernel": inits[0]["kernel"], "bias": inits[0]["bias"] + 0.1}
+    # gradients through a ReLU (some units dead) for the kernel, the bias and the image
+    g = rng.standard_normal(jax.eval_shape(ref.apply, {"params": params}, x).shape, np.float32)
 
     @jax.jit  # one program a case: op by op, each primitive would compile on its own
-    def both():
-        x = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
-        inits = ours.init(jax.random.key(1), x)["params"], ref.init(jax.random.key(1), x)["params"]
-        params = {"kernel": inits[0]["kernel"], "bias": inits[0]["bias"] + 0.1}
+    def both(params, x, g):
         outs = ours.apply({"params": params}, x), ref.apply({"params": params}, x)
-        # gradients through a ReLU (some units dead) for the kernel, the bias and the image
-        g = jax.random.normal(jax.random.key(2), outs[0].shape)
-        grads = [jax.grad(loss(m), (0, 1))(params, x, g) for m in (ours, ref)]
-        return inits, outs, grads
+        return outs, [jax.grad(loss(m), (0, 1))(params, x, g) for m in (ours, ref)]
 
-    inits, outs, (got, want) = both()
+    outs, (got, want) = both(params, x, g)
     # same parameters and, for a seed, the same initial values
     jax.tree.map(np.testing.assert_array_equal, *inits)
     np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)

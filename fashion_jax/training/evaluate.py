@@ -4,7 +4,9 @@
 imports it from there, loads no optax). `batch_sums` is one evaluation batch (loss sum and correct
 count over the unmasked rows), the body of fit's eval step and, vmapped, of CV's.
 `evaluate` runs a whole device-resident split; `predict_logits` returns logits for any images.
-Batches have one fixed shape (the last one is masked or trimmed), so each program compiles once.
+Batches have one fixed shape (the last one is masked or trimmed), and the eval programs take the
+split's row count as an argument: fit pads its val and test splits to one length
+(`pad_to_common_length`), so one compiled program evaluates both.
 """
 
 from __future__ import annotations
@@ -65,21 +67,22 @@ def loops_in_one_program(convolutional: bool, backend: str) -> bool:
 
 
 def make_eval_step(model: nn.Module, batch_size: int, whole_split: bool = False) -> EvalStep:
-    """`eval_step(params, images, labels, start) -> (loss_sum, correct)` over rows
-    start..start+batch_size, or with `whole_split` over every row of the split in one call (a loop
-    of the same batches inside the program, so the sums are the same)."""
+    """`eval_step(params, images, labels, n, start) -> (loss_sum, correct)` over rows
+    start..start+batch_size of the first n, or with `whole_split` over all n rows in one call (a
+    loop of the same batches inside the program, so the sums are the same). Rows past n (padding)
+    are never read."""
 
-    def eval_batch(params, images, labels, start):
+    def eval_batch(params, images, labels, n, start):
         rows = start + jnp.arange(batch_size)
-        idx = jnp.minimum(rows, images.shape[0] - 1)  # the last batch repeats a row, masked out
-        return batch_sums(model, params, images, labels, idx, rows < images.shape[0])
+        idx = jnp.minimum(rows, n - 1)  # the last batch repeats a row, masked out
+        return batch_sums(model, params, images, labels, idx, rows < n)
 
-    def eval_split(params, images, labels, start):
+    def eval_split(params, images, labels, n, start):
         def add_batch(i, sums):
-            loss, correct = eval_batch(params, images, labels, start + i * batch_size)
+            loss, correct = eval_batch(params, images, labels, n, start + i * batch_size)
             return sums[0] + loss, sums[1] + correct
 
-        batches = -(-images.shape[0] // batch_size)
+        batches = (n + batch_size - 1) // batch_size
         return jax.lax.fori_loop(0, batches, add_batch, (jnp.float32(0), jnp.int32(0)))
 
     return EvalStep(jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split)
@@ -105,25 +108,37 @@ class EvalStep:
     def compiled(self, params: Any, images: jax.Array, labels: jax.Array) -> Any:
         key = (images.shape, labels.shape)
         if key not in self._compiled:
+            zero = np.int32(0)
             self._compiled[key] = compile_ahead(
-                self._jitted, params, images, labels, np.int32(0), tuning="hot"
+                self._jitted, params, images, labels, zero, zero, tuning="hot"
             )
         return self._compiled[key]
 
-    def __call__(self, params: Any, images: jax.Array, labels: jax.Array, start: int) -> Any:
-        # a NumPy scalar: jnp.int32(start) would be one more eager dispatch per batch
-        return self.compiled(params, images, labels)(params, images, labels, np.int32(start))
+    def __call__(
+        self, params: Any, images: jax.Array, labels: jax.Array, n: int, start: int
+    ) -> Any:
+        # NumPy scalars: jnp.int32(start) would be one more eager dispatch per batch
+        program = self.compiled(params, images, labels)
+        return program(params, images, labels, np.int32(n), np.int32(start))
+
+
+def pad_to_common_length(*splits: tuple[np.ndarray, np.ndarray]) -> list[tuple]:
+    """(images, labels, n) per split, each padded with zero rows to the longest one's length: one
+    compiled eval program then serves them all (`evaluate` reads only the first n rows)."""
+    length = max(len(images) for images, _ in splits)
+    pad = lambda a: np.pad(a, [(0, length - len(a))] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
+    return [(pad(images), pad(labels), len(images)) for images, labels in splits]
 
 
 def evaluate(
-    eval_step: EvalStep, params: Any, images: jax.Array, labels: jax.Array
+    eval_step: EvalStep, params: Any, images: jax.Array, labels: jax.Array, n: int | None = None
 ) -> dict[str, float]:
-    """Loss and accuracy over a whole device-resident split, one host sync at the end; the eval
-    step knows its batch and whether it covers the split in one call."""
-    n = int(images.shape[0])
+    """Loss and accuracy over the first n rows (default: all) of a device-resident split, one host
+    sync at the end; the eval step knows its batch and whether it covers the split in one call."""
+    n = int(images.shape[0]) if n is None else int(n)
     if n == 0:
         return {"loss": float("nan"), "accuracy": float("nan"), "n": 0}
-    sums = jax.device_get([eval_step(params, images, labels, s) for s in eval_step.starts(n)])
+    sums = jax.device_get([eval_step(params, images, labels, n, s) for s in eval_step.starts(n)])
     loss_sum = sum(float(loss) for loss, _ in sums)
     correct = sum(int(c) for _, c in sums)
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
