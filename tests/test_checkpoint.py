@@ -312,6 +312,29 @@ def test_a_reader_retries_when_the_step_it_reads_is_replaced_under_it(tmp_path, 
     assert calls == [["1"], ["2"]]
 
 
+def test_a_reader_retries_when_a_step_vanishes_while_the_manager_opens(tmp_path, monkeypatch):
+    """The same race one stage earlier: Orbax lists best/'s steps as the manager opens, and the
+    trainer deletes best/1 in between (seen as 'No such file or directory' in a full suite run)."""
+    folder = tmp_path / "best"
+    (folder / "1").mkdir(parents=True)
+    real_manager, opened = ckpt._manager, []
+
+    def racing_manager(directory, keep, read_only=False):
+        opened.append(sorted(p.name for p in folder.iterdir()))
+        if len(opened) == 1:
+            (folder / "1").rmdir()
+            (folder / "2").mkdir()
+            raise ckpt.CheckpointError(
+                f"{folder}: cannot open checkpoints (No such file or directory)"
+            )
+        return real_manager(directory, keep, read_only)
+
+    monkeypatch.setattr(ckpt, "_manager", racing_manager)
+    monkeypatch.setattr(ckpt, "_restore_newest", lambda manager, key, target: ("params", {}, 2))
+    assert ckpt.restore_newest_readonly(folder, "params", None) == ("params", {}, 2)
+    assert opened == [["1"], ["2"]]
+
+
 def test_a_reader_does_not_retry_real_damage(tmp_path, monkeypatch):
     folder = tmp_path / "best"
     (folder / "1").mkdir(parents=True)

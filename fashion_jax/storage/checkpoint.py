@@ -255,19 +255,22 @@ def restore_newest_readonly(directory: Path, key: str, target: Any) -> tuple[Any
     """`_restore_newest` through a read-only manager: readers never write into a run's folder.
 
     A reader takes no lock, so a trainer may commit a newer step and delete the one being read
-    (best/ keeps one) in the middle of the read. When the folder's steps changed during a failed
-    read, the read starts again from the new newest step.
+    (best/ keeps one) in the middle of the read, or while the manager lists the steps as it opens.
+    When the folder's steps changed during a failed open or read, it starts again from the new
+    newest step.
     """
     for attempt in range(READ_ATTEMPTS):
         before = _step_names(Path(directory))
-        manager = _manager(Path(directory), keep=1, read_only=True)
+        manager = None
         try:
+            manager = _manager(Path(directory), keep=1, read_only=True)
             return _restore_newest(manager, key, target)
         except CheckpointError:
             if attempt == READ_ATTEMPTS - 1 or _step_names(Path(directory)) == before:
                 raise
         finally:
-            manager.close()
+            if manager is not None:
+                manager.close()
     return None
 
 
