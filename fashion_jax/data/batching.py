@@ -16,11 +16,15 @@ import numpy as np
 from fashion_jax.runtime.compile import compile_ahead
 
 
+def pad_rows(array: np.ndarray, length: int) -> np.ndarray:
+    """`array` with zero rows appended along its first axis up to `length` rows; whatever reads
+    it masks out the rows past the real count."""
+    return np.pad(array, [(0, length - array.shape[0])] + [(0, 0)] * (array.ndim - 1))
+
+
 def pad_indices(indices: Sequence[int] | np.ndarray, length: int) -> np.ndarray:
-    """int32 `indices` padded with index 0 to `length`; the steps mask out rows past the real
-    count."""
-    indices = np.asarray(indices, np.int32)
-    return np.pad(indices, (0, length - indices.shape[0]))
+    """int32 `indices` padded with index 0 to `length` (`pad_rows`)."""
+    return pad_rows(np.asarray(indices, np.int32), length)
 
 
 def padded_order(order: Sequence[int] | np.ndarray, batch_size: int) -> np.ndarray:

@@ -12,7 +12,7 @@ split's row count as an argument: fit pads its val and test splits to one length
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from fashion_jax.config import TrainConfig
+from fashion_jax.data.batching import pad_rows
 from fashion_jax.model.models import forward, is_convolutional
 from fashion_jax.runtime.compile import compile_ahead
 
@@ -82,7 +83,7 @@ def make_eval_step(model: nn.Module, batch_size: int, whole_split: bool = False)
             loss, correct = eval_batch(params, images, labels, n, start + i * batch_size)
             return sums[0] + loss, sums[1] + correct
 
-        batches = (n + batch_size - 1) // batch_size
+        batches = -(-n // batch_size)
         return jax.lax.fori_loop(0, batches, add_batch, (jnp.float32(0), jnp.int32(0)))
 
     return EvalStep(jax.jit(eval_split if whole_split else eval_batch), batch_size, whole_split)
@@ -122,12 +123,19 @@ class EvalStep:
         return program(params, images, labels, np.int32(n), np.int32(start))
 
 
-def pad_to_common_length(*splits: tuple[np.ndarray, np.ndarray]) -> list[tuple]:
-    """(images, labels, n) per split, each padded with zero rows to the longest one's length: one
-    compiled eval program then serves them all (`evaluate` reads only the first n rows)."""
+class EvalSplit(NamedTuple):
+    """A split padded with zero rows past its first n (`pad_to_common_length`)."""
+
+    images: Any
+    labels: Any
+    n: int
+
+
+def pad_to_common_length(*splits: tuple[np.ndarray, np.ndarray]) -> list[EvalSplit]:
+    """Each (images, labels) padded to the longest one's length: one compiled eval program then
+    serves them all (`evaluate` reads only the first n rows)."""
     length = max(len(images) for images, _ in splits)
-    pad = lambda a: np.pad(a, [(0, length - len(a))] + [(0, 0)] * (a.ndim - 1))  # noqa: E731
-    return [(pad(images), pad(labels), len(images)) for images, labels in splits]
+    return [EvalSplit(pad_rows(x, length), pad_rows(y, length), len(x)) for x, y in splits]
 
 
 def evaluate(

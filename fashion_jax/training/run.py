@@ -31,7 +31,12 @@ from fashion_jax.storage.run_files import write_history
 from fashion_jax.storage.workdir import WorkdirError, prepare_workdir
 from fashion_jax.training import early_stopping as es
 from fashion_jax.training import resume as resume_lib
-from fashion_jax.training.evaluate import EvalStep, eval_step_for, pad_to_common_length
+from fashion_jax.training.evaluate import (
+    EvalSplit,
+    EvalStep,
+    eval_step_for,
+    pad_to_common_length,
+)
 from fashion_jax.training.resume import Progress
 from fashion_jax.training.steps import Stepper, steps_per_call
 from fashion_jax.training.tensorboard import EpochBoard, check_available
@@ -50,9 +55,8 @@ class Run:
     n_train: int
     steps_per_epoch: int
     train: tuple[jax.Array, jax.Array]
-    # (images, labels, n), padded to one length: one eval program for both (evaluate.py)
-    val: tuple[jax.Array, jax.Array, int]
-    test: tuple[jax.Array, jax.Array, int] | None  # evaluated once, at the end
+    val: EvalSplit  # val and test padded to one length: one eval program for both
+    test: EvalSplit | None  # evaluated once, at the end
     checkpoints: ckpt.RunCheckpoints | resume_lib.BestInMemory
     saver: resume_lib.Saver
     orders: EpochOrders
@@ -120,13 +124,13 @@ def open_run(config: TrainConfig, data: FashionMNIST, workdir: Path, options: Ru
     )
 
 
-def _eval_splits(data: FashionMNIST, put: Callable) -> tuple[tuple, tuple | None]:
+def _eval_splits(data: FashionMNIST, put: Callable) -> tuple[EvalSplit, EvalSplit | None]:
     """The val and (if any) test split on the devices, padded to one length."""
     splits = [(data.val_x, data.val_y.astype(np.int32))]
     if data.test_x is not None and len(data.test_x) > 0:
         splits.append((data.test_x, data.test_y.astype(np.int32)))
-    padded = [(*put((images, labels)), n) for images, labels, n in pad_to_common_length(*splits)]
-    return padded[0], padded[1] if len(padded) > 1 else None
+    placed = [EvalSplit(*put((s.images, s.labels)), s.n) for s in pad_to_common_length(*splits)]
+    return placed[0], placed[1] if len(placed) > 1 else None
 
 
 def stop_rule(config: TrainConfig) -> es.StopRule:
@@ -186,7 +190,7 @@ def compile_programs(run: Run, state: TrainState, sums: EpochSums, progress: Pro
     )
     run.stepper.warm()
     run.eval_step = eval_step_for(run.model, config.eval_batch_size)
-    run.eval_step.compiled(state.params, *run.val[:2])
+    run.eval_step.compiled(state.params, run.val.images, run.val.labels)
     resume_lib.check_finite(state, sums, progress.epoch, run.steps_per_epoch, config.skip_nonfinite)
     return time.perf_counter() - t_compile
 
