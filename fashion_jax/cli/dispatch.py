@@ -22,7 +22,7 @@ from collections.abc import Callable
 from absl import logging as absl_logging
 
 from fashion_jax.errors import is_bad_input
-from fashion_jax.runtime.compile import enable_persistent_cache
+from fashion_jax.runtime.compile import enable_persistent_cache, forget_unreadable_entry
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -92,18 +92,23 @@ def resume_command(argv: list[str] | None) -> str:
 
 class CacheWarningOnce(logging.Filter):
     """JAX warns once per unreadable compilation-cache entry, with a source line, then compiles the
-    program again and writes it back: the cache mends itself, so the user needs the fact once."""
+    program again; the entry is deleted so that the compile writes it back (the cache mends
+    itself), and the user needs the fact once."""
 
     said = False
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if "persistent compilation cache" not in record.getMessage():
+        message = record.getMessage()
+        if "persistent compilation cache" not in message:
             return True
+        unreadable = forget_unreadable_entry(message)
         if self.said:
             return False
         self.said = True
         record.msg, record.args = (
-            "compilation cache: an entry could not be read; compiling it again",
+            "compilation cache: an entry could not be read; compiling it again"
+            if unreadable
+            else "compilation cache: an entry could not be written; the run goes on without it",
             (),
         )
         return True

@@ -15,13 +15,17 @@ The persistent compilation cache (JAX's own): every program a command compiles i
 the next process that runs the same command loads it instead of compiling it again. It is on for
 the CLI by default, in $XDG_CACHE_HOME/fashion_jax (else ~/.cache/fashion_jax); --no-compile-cache
 or FASHION_JAX_NO_COMPILE_CACHE=1 turns it off, and an explicit $JAX_COMPILATION_CACHE_DIR wins.
-A cache folder that cannot be used never fails a run: one warning, then plain compiles.
+A cache folder that cannot be used never fails a run: one warning, then plain compiles. An entry
+that cannot be read (a write cut short by Ctrl-C or a full disk) is compiled again and replaced.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,8 @@ import jax
 
 log = logging.getLogger("fashion_jax")
 NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
+# How JAX names the program whose cache entry it could not read (its warning's only handle on it).
+_UNREADABLE_ENTRY = re.compile(r"Error reading persistent compilation cache entry for '([^']+)'")
 
 HOT_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}
 
@@ -89,3 +95,20 @@ def enable_persistent_cache(enabled: bool = True) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
     return str(folder)
+
+
+def forget_unreadable_entry(warning: str) -> bool:
+    """Delete the cache entries of the program a JAX "Error reading persistent compilation cache
+    entry for 'NAME'" warning names; whether the warning was one. JAX compiles such a program
+    again but writes only keys that are absent, so a damaged entry would otherwise cost every later
+    run a warning and a compile. The warning names the program, not its key, so all of that
+    program's entries go; each comes back the next time it is compiled."""
+    found = _UNREADABLE_ENTRY.search(warning)
+    folder = jax.config.jax_compilation_cache_dir
+    if not found or not folder:
+        return bool(found)
+    for entry in glob.glob(os.path.join(glob.escape(folder), glob.escape(found[1]) + "-*")):
+        # gone already (another process mended it), or open elsewhere (Windows): no matter
+        with contextlib.suppress(OSError):
+            os.remove(entry)
+    return True
