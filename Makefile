@@ -58,4 +58,4 @@ experiments-quick: install
 	$(PY) -m experiments.chapter.run_all --quick
 
 clean:
-	rm -rf runs experiments/*/out .pytest_cache
+	rm -rf runs experiments/*/out .pytest_cache .xla-cache

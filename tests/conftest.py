@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,17 +25,57 @@ from fashion_jax.data.dataset import (
 )
 from fashion_jax.data.idx import DataError
 
-# One persistent compilation cache for the whole session, fresh each run: the same programs (one
-# model at one batch shape) are compiled by many tests and by the subprocesses they start, which
-# inherit these variables. Results are bit for bit the same; only compile time is saved.
-TEST_CACHE = tempfile.mkdtemp(prefix="fashion-jax-test-xla-cache-")
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", TEST_CACHE)
+# The suite's persistent compilation cache. Many tests, and the subprocesses they start (which
+# inherit these variables), compile the same programs (one model at one batch shape); and a later
+# run compiles what an earlier one did, so the folder is kept between runs, as pytest keeps its own
+# cache. JAX's keys cover the program, the compiler options and XLA_FLAGS, the devices and the
+# library versions, so an entry is served only where a compile would give the same program: results
+# are bit for bit the same; only compile time is saved. FASHION_JAX_TEST_XLA_CACHE names another
+# folder, or "fresh": a new one, removed at the end (what a clean clone runs).
+REPO = Path(__file__).resolve().parents[1]
+CACHE_SETTING = os.environ.get("FASHION_JAX_TEST_XLA_CACHE", str(REPO / ".xla-cache"))
+CACHE_LIMIT_BYTES = 512 << 20  # a whole suite's programs take ~16 MB
+
+
+def usable_cache(setting: str) -> tuple[str, bool]:
+    """The folder to use and whether it is fresh (removed at the end)."""
+    if setting != "fresh":
+        try:
+            Path(setting).mkdir(parents=True, exist_ok=True)
+            probe = Path(setting) / f".probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return setting, False
+        except OSError:  # a read-only checkout: compile afresh rather than warn in every process
+            pass
+    return tempfile.mkdtemp(prefix="fashion-jax-test-xla-cache-"), True
+
+
+def trim_cache(folder: Path, limit: int = CACHE_LIMIT_BYTES) -> None:
+    """Delete the oldest entries while the folder holds more than `limit` bytes."""
+    entries = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in folder.iterdir())
+    total = sum(size for _, size, _ in entries)
+    for _, size, path in entries:
+        if total <= limit:
+            break
+        path.unlink(missing_ok=True)
+        total -= size
+
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the xdist workers inherit the controller's
+    TEST_CACHE, FRESH_CACHE = usable_cache(CACHE_SETTING)
+    if not FRESH_CACHE:
+        trim_cache(Path(TEST_CACHE))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = TEST_CACHE
+else:
+    TEST_CACHE, FRESH_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"], False
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    shutil.rmtree(TEST_CACHE, ignore_errors=True)
+    if FRESH_CACHE:  # only the process that made it
+        shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 
 def require_real_data(system_dir_only: bool = False) -> None:
