@@ -469,6 +469,7 @@ HELPERS = textwrap.dedent("""
     import jax, numpy as np
     from jax.sharding import NamedSharding, PartitionSpec as P
     from fashion_jax.runtime import distributed
+    from fashion_jax.runtime.numerics import first_nonfinite
     from fashion_jax.config import ConfigError
 
     assert distributed.initialize(sys.argv[1], 2, int(sys.argv[2]))
@@ -487,6 +488,15 @@ HELPERS = textwrap.dedent("""
     out["to_host_replicated"] = bool(
         np.array_equal(distributed.to_host(place.replicate(full)), full)
     )
+    # first_nonfinite agrees across processes, whichever of them holds the NaN
+    bad = full.copy()
+    bad[7, 1] = np.nan  # row 7: on a device of process 1 only
+    sharded_bad = jax.make_array_from_callback(
+        full.shape, NamedSharding(place.mesh, P("data")), lambda i: bad[i]
+    )
+    out["nonfinite"] = [first_nonfinite({"a": sharded, "b": place.replicate(full)}),
+                        first_nonfinite({"a": place.replicate(full), "b": sharded_bad}),
+                        first_nonfinite({"a": place.replicate(bad)})]
     try:
         distributed.placement(2, 8)
         out["devices_error"] = None
@@ -497,7 +507,8 @@ HELPERS = textwrap.dedent("""
 
 
 def test_two_process_helpers(tmp_path):
-    """barrier, any_process, to_host and placement across 2 processes x 2 CPU devices."""
+    """barrier, any_process, to_host, placement and first_nonfinite across 2 processes x 2 CPU
+    devices."""
     for attempt in (1, 2):
         port = free_port()
         cmds = [[sys.executable, "-c", HELPERS, f"127.0.0.1:{port}", str(i)] for i in (0, 1)]
@@ -521,6 +532,7 @@ def test_two_process_helpers(tmp_path):
             "any_none": False,
             "to_host_sharded": True,
             "to_host_replicated": True,
+            "nonfinite": [None, "b", "a"],
             "devices_error": "--devices 2: a 2-process run uses all 4 devices of all processes; "
             "leave --devices out",
         }, out

@@ -22,6 +22,17 @@ def _finite_flags(leaves: list[jax.Array]) -> jax.Array:
     return _FLAG_PROGRAMS[key](leaves)
 
 
+def _held_here(x: Any) -> bool:
+    """Whether this process holds all of x's values (in one place, or a replica of them)."""
+    return not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated
+
+
+def _local_copy(x: Any) -> Any:
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_data(0)  # this process's replica of all the values
+    return x
+
+
 def leaf_name(path: tuple) -> str:
     """A pytree key path as "params/conv0/kernel"."""
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
@@ -38,9 +49,12 @@ def first_nonfinite(tree: Any) -> str | None:
     if not named:
         return None
     values = [leaf for _, leaf in named]
-    if any(isinstance(v, jax.Array) for v in values):
+    if all(_held_here(v) for v in values):
+        # Read on the host (one batched transfer): our trees are small, and a compiled check
+        # would cost each command a compile per tree shape at start (docs/SPEED.md).
+        host = jax.device_get([_local_copy(v) for v in values])
+        flags = np.array([np.all(np.isfinite(v)) for v in host])
+    else:  # sharded across processes: one global reduction, so that every process agrees
         flags = np.asarray(_finite_flags(values))
-    else:  # host values (a metrics row, a user's array): no device round trip
-        flags = np.array([np.all(np.isfinite(np.asarray(v))) for v in values])
     bad = np.flatnonzero(~flags)
     return named[int(bad[0])][0] if bad.size else None
