@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 
+def user_cache_dir() -> Path:
+    """fashion_jax's user cache folder: $XDG_CACHE_HOME/fashion_jax, else ~/.cache/fashion_jax."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion_jax"
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to a temporary sibling, flush it to disk, then rename it over `path`.
 

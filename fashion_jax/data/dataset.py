@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fashion_jax.config import NUM_CLASSES, ConfigError
-from fashion_jax.data.idx import MAX_DATASET_BYTES, OFFICIAL_SHA256, DataError, load_idx
+from fashion_jax.data import official
+from fashion_jax.data.idx import DataError
 from fashion_jax.data.splits import split_indices
 
 CLASS_NAMES: tuple[str, ...] = (
@@ -132,29 +133,19 @@ def _load_from(
         raise ConfigError(f"split must be one of {sorted(FILES)}, got {split!r}")
     if kind == "tfds":
         return _load_tfds(folder, split)
-    images_path, labels_path = (_require_file(folder, name) for name in FILES[split])
-    images, labels = (
-        load_idx(path, expect_magic=magic, **_cap(name, verify))
-        for path, magic, name in zip(
-            (images_path, labels_path), (IMAGES_MAGIC, LABELS_MAGIC), FILES[split]
-        )
+    paths = [_require_file(folder, name) for name in FILES[split]]
+    (images, images_copy), (labels, labels_copy) = (
+        official.load_file(path, magic, name, verify)
+        for path, magic, name in zip(paths, (IMAGES_MAGIC, LABELS_MAGIC), FILES[split])
     )
-    check_pair(images.array, labels.array, images_path, labels_path)
+    check_pair(images.array, labels.array, *paths)
     if verify:
-        for path, name, idx in (
-            (images_path, FILES[split][0], images),
-            (labels_path, FILES[split][1], labels),
+        for path, name, idx, copy in zip(
+            paths, FILES[split], (images, labels), (images_copy, labels_copy)
         ):
-            _verify(path, name, idx.nbytes, idx.sha256)
+            official.check(path, name, idx)
+            official.keep_copy(copy, idx)
     return images.array, labels.array
-
-
-def _cap(name: str, verify: bool) -> dict:
-    """What a file's header may declare: the official file's size when it is to be verified
-    anyway (a larger one would fail the check after costing its size), else MAX_DATASET_BYTES."""
-    if verify:
-        return {"max_bytes": OFFICIAL_SHA256[name][0], "limit_name": f"the official {name}'s size"}
-    return {"max_bytes": MAX_DATASET_BYTES, "limit_name": "MAX_DATASET_BYTES"}
 
 
 def _require_file(folder: Path, name: str) -> Path:
@@ -185,17 +176,6 @@ def check_pair(
         i = int(bad[0])
         raise DataError(
             labels_name, f"label {labels[i]} out of range 0..{NUM_CLASSES - 1} at index {i}"
-        )
-
-
-def _verify(path: Path, name: str, nbytes: int, sha256: str) -> None:
-    want_bytes, want_sha = OFFICIAL_SHA256[name]
-    if sha256 != want_sha:
-        raise DataError(
-            path,
-            f"checksum mismatch: decompressed {nbytes} bytes have SHA-256 {sha256}, the official "
-            f"{name} has {want_bytes} bytes and {want_sha}; "
-            "pass verify=False / --no-verify for custom IDX data",
         )
 
 

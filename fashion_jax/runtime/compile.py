@@ -32,6 +32,8 @@ from typing import Any
 
 import jax
 
+from fashion_jax.files import user_cache_dir
+
 log = logging.getLogger("fashion_jax")
 NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
 # How JAX names the program whose cache entry it could not read (its warning's only handle on it).
@@ -69,11 +71,6 @@ TUNINGS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where the CLI keeps compiled programs: $XDG_CACHE_HOME/fashion_jax or ~/.cache/fashion_jax"""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion_jax"
-
-
 def enable_persistent_cache(enabled: bool = True) -> str | None:
     """Turn JAX's persistent compilation cache on (the folder in use), unless asked not to."""
     if not enabled or os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
@@ -81,7 +78,7 @@ def enable_persistent_cache(enabled: bool = True) -> str | None:
     if jax.config.jax_compilation_cache_dir:  # set by the user ($JAX_COMPILATION_CACHE_DIR)
         folder = Path(jax.config.jax_compilation_cache_dir)
     else:
-        folder = cache_dir()
+        folder = user_cache_dir()  # the compiled programs are its files
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".probe-{os.getpid()}"
