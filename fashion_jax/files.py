@@ -15,6 +15,16 @@ def user_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion_jax"
 
 
+def make_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create `folder` if need be and prove that a file can be written there; OSError if not."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return folder
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to a temporary sibling, flush it to disk, then rename it over `path`.
 

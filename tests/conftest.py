@@ -25,6 +25,7 @@ from fashion_jax.data.dataset import (
     resolve_source,
 )
 from fashion_jax.data.idx import DataError
+from fashion_jax.files import make_writable_folder
 
 # The suite's persistent compilation cache. Many tests, and the subprocesses they start (which
 # inherit these variables), compile the same programs (one model at one batch shape); and a later
@@ -42,11 +43,7 @@ def usable_cache(setting: str) -> tuple[str, bool]:
     """The folder to use and whether it is fresh (removed at the end)."""
     if setting != "fresh":
         try:
-            Path(setting).mkdir(parents=True, exist_ok=True)
-            probe = Path(setting) / f".probe-{os.getpid()}"
-            probe.write_bytes(b"")
-            probe.unlink()
-            return setting, False
+            return str(make_writable_folder(setting)), False
         except OSError:  # a read-only checkout: compile afresh rather than warn in every process
             pass
     return tempfile.mkdtemp(prefix="fashion-jax-test-xla-cache-"), True

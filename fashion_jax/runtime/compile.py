@@ -32,7 +32,7 @@ from typing import Any
 
 import jax
 
-from fashion_jax.files import user_cache_dir
+from fashion_jax.files import make_writable_folder, user_cache_dir
 
 log = logging.getLogger("fashion_jax")
 NO_CACHE_ENV = "FASHION_JAX_NO_COMPILE_CACHE"
@@ -80,10 +80,7 @@ def enable_persistent_cache(enabled: bool = True) -> str | None:
     else:
         folder = user_cache_dir()  # the compiled programs are its files
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        make_writable_folder(folder)
     except OSError as err:
         log.warning("compilation cache off: %s is not writable (%s)", folder, err.strerror or err)
         return None
